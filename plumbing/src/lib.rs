@@ -2,6 +2,7 @@
 //! logging to stderr through tracing, and turning SIGTERM / Ctrl-C into a graceful stop.
 
 use anyhow::Context;
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use wire::{Codec, SharedKey};
 
@@ -20,13 +21,15 @@ pub struct CommonArgs {
 }
 
 impl CommonArgs {
-    /// Sets up logging to stderr; `RUST_LOG` selects what is shown (default `info`).
+    /// Sets up logging to stderr; `RUST_LOG` selects what is shown (default: `info`, with the
+    /// ZMQ library's own reconnection chatter only on errors).
     pub fn init_tracing(&self) {
         let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,zeromq=error"));
         let builder = tracing_subscriber::fmt()
             .with_env_filter(filter)
-            .with_writer(std::io::stderr);
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::stderr().is_terminal());
         if self.log_json {
             builder.json().init();
         } else {
@@ -77,4 +80,76 @@ pub fn default_instance_id() -> String {
         .map(|h| h.trim().to_owned())
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| format!("pid-{}", std::process::id()))
+}
+
+/// Checks a ZMQ endpoint given on the command line and spells `tcp://*:port` (the libzmq
+/// wildcard, which the ZMQ library does not resolve) as `tcp://0.0.0.0:port`.
+pub fn parse_endpoint(value: &str) -> Result<String, String> {
+    let value = value.trim();
+    let value = match value.strip_prefix("tcp://*:") {
+        Some(port) => format!("tcp://0.0.0.0:{port}"),
+        None => value.to_owned(),
+    };
+    value
+        .parse::<zeromq::Endpoint>()
+        .map_err(|e| format!("{value:?} is not a ZMQ endpoint like tcp://host:port ({e})"))?;
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_endpoint;
+
+    #[test]
+    fn endpoints_are_checked_and_the_wildcard_is_spelled_out() {
+        assert_eq!(
+            parse_endpoint("tcp://*:4444").unwrap(),
+            "tcp://0.0.0.0:4444"
+        );
+        assert_eq!(parse_endpoint(" tcp://pub:4444").unwrap(), "tcp://pub:4444");
+        assert!(parse_endpoint("pub:4444").is_err());
+        assert!(parse_endpoint("tcp://pub:99999").is_err());
+    }
+}
+
+/// Counts messages dropped because they could not be decoded, and says so in the log at
+/// most once per interval, so a flood of garbage cannot flood the log.
+#[derive(Debug)]
+pub struct Rejects {
+    what: &'static str,
+    count: std::sync::atomic::AtomicU64,
+    last_warning: std::sync::Mutex<Option<std::time::Instant>>,
+}
+
+impl Rejects {
+    /// How often at most a warning is logged.
+    const WARN_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+    /// A counter for messages arriving on `what` (e.g. "event socket").
+    pub const fn new(what: &'static str) -> Self {
+        Rejects {
+            what,
+            count: std::sync::atomic::AtomicU64::new(0),
+            last_warning: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Counts one dropped message and warns when the last warning is old enough.
+    pub fn record(&self, cause: &dyn std::fmt::Display) {
+        let total = self
+            .count
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
+        let mut last = self.last_warning.lock().unwrap_or_else(|p| p.into_inner());
+        let now = std::time::Instant::now();
+        if last.is_none_or(|at| now.duration_since(at) >= Self::WARN_EVERY) {
+            *last = Some(now);
+            tracing::warn!(on = self.what, %cause, total, "dropped a message that could not be decoded");
+        }
+    }
+
+    /// Messages dropped so far.
+    pub fn total(&self) -> u64 {
+        self.count.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }

@@ -1,0 +1,186 @@
+//! The publishing path: request handlers hand events to [`Events`]; one task owns the PUB
+//! socket, numbers nothing itself, and sends them in order, with heartbeats while idle.
+//!
+//! Sequence numbers are taken and the event queued under one short lock, so the order on the
+//! channel is the numbering order and subscribers see `seq` strictly +1.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use wire::{Body, Codec, Envelope, Heartbeat, PROTOCOL_VERSION};
+use zeromq::{PubSocket, Socket, SocketSend};
+
+/// Events that may wait between the handlers and the socket before handlers are made to wait.
+const QUEUE_CAPACITY: usize = 8192;
+/// Most events sent per wake-up of the socket task.
+const BATCH: usize = 256;
+/// Time given to the ZMQ library to write out what was sent before the socket is dropped: it
+/// has no linger and no way to ask whether its queues are empty.
+const FLUSH_GRACE: Duration = Duration::from_millis(300);
+
+/// Where an event went: the reference a client gets back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Published {
+    /// The event's sequence number in this publisher's epoch.
+    pub seq: u64,
+}
+
+/// The publishing path is gone (the process is stopping).
+#[derive(Debug, thiserror::Error)]
+#[error("the event publisher has stopped")]
+pub struct Stopped;
+
+/// Cheap to clone; every request handler holds one.
+#[derive(Clone)]
+pub struct Events {
+    identity: Arc<Identity>,
+    /// Last sequence number handed out. The lock also covers the hand-off to the channel.
+    seq: Arc<Mutex<u64>>,
+    /// `None` when publishing is disabled: numbers are still given, nothing is sent.
+    queue: Option<mpsc::Sender<Envelope<Body>>>,
+}
+
+/// Who this publisher is on the wire.
+#[derive(Debug)]
+pub struct Identity {
+    /// Publisher id.
+    pub id: String,
+    /// This run's epoch: the start time in ms, so a restart is a new epoch.
+    pub epoch: u64,
+}
+
+impl Events {
+    /// Numbers `body` as the next event and queues it for the socket, waiting while the
+    /// queue is full. Returns once the event is on the publishing path.
+    pub async fn publish(&self, body: Body) -> Result<Published, Stopped> {
+        let permit = match &self.queue {
+            Some(queue) => Some(queue.reserve().await.map_err(|_| Stopped)?),
+            None => None,
+        };
+        let mut last = self.seq.lock().unwrap_or_else(|p| p.into_inner());
+        *last += 1;
+        let seq = *last;
+        if let Some(permit) = permit {
+            permit.send(Envelope {
+                v: PROTOCOL_VERSION,
+                sender: self.identity.id.clone(),
+                epoch: self.identity.epoch,
+                seq,
+                ts_ms: wire::now_ms(),
+                body,
+            });
+        }
+        Ok(Published { seq })
+    }
+
+    /// This publisher's identity.
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+}
+
+/// The socket task, to be awaited after every [`Events`] handle is dropped.
+pub struct Flusher(Option<JoinHandle<()>>);
+
+impl Flusher {
+    /// Waits until everything queued has been sent and the socket is closed.
+    pub async fn flushed(self) {
+        if let Some(task) = self.0 {
+            if let Err(e) = task.await {
+                tracing::error!(cause = %e, "event task failed");
+            }
+        }
+    }
+}
+
+/// Binds the PUB socket (unless publishing is disabled) and starts the task that owns it.
+/// Returns the handle for handlers, the task to await on shutdown, and the bound endpoint.
+pub async fn start(
+    identity: Identity,
+    bind: &str,
+    codec: Codec,
+    heartbeat_interval: Duration,
+    disabled: bool,
+) -> anyhow::Result<(Events, Flusher, Option<String>)> {
+    let identity = Arc::new(identity);
+    let seq = Arc::new(Mutex::new(0));
+    if disabled {
+        let events = Events {
+            identity,
+            seq,
+            queue: None,
+        };
+        return Ok((events, Flusher(None), None));
+    }
+    let mut socket = PubSocket::new();
+    let endpoint = socket
+        .bind(bind)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot bind EVENTS_BIND {bind}: {e}"))?;
+    let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
+    let task = tokio::spawn(own_socket(
+        socket,
+        rx,
+        codec,
+        identity.clone(),
+        heartbeat_interval,
+    ));
+    let events = Events {
+        identity,
+        seq,
+        queue: Some(tx),
+    };
+    Ok((events, Flusher(Some(task)), Some(endpoint.to_string())))
+}
+
+/// Sends queued events in order until every sender is gone; heartbeats while nothing flows.
+async fn own_socket(
+    mut socket: PubSocket,
+    mut queue: mpsc::Receiver<Envelope<Body>>,
+    codec: Codec,
+    identity: Arc<Identity>,
+    heartbeat_interval: Duration,
+) {
+    let mut batch = Vec::with_capacity(BATCH);
+    let mut last_seq = 0;
+    let mut sent_since_tick = false;
+    let mut heartbeat = tokio::time::interval(heartbeat_interval);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            received = queue.recv_many(&mut batch, BATCH) => {
+                if received == 0 {
+                    break;
+                }
+                for envelope in batch.drain(..) {
+                    last_seq = envelope.seq;
+                    send(&mut socket, codec.encode(&envelope)).await;
+                }
+                sent_since_tick = true;
+            }
+            _ = heartbeat.tick() => {
+                if !std::mem::take(&mut sent_since_tick) {
+                    let beat = Envelope {
+                        v: PROTOCOL_VERSION,
+                        sender: identity.id.clone(),
+                        epoch: identity.epoch,
+                        seq: last_seq,
+                        ts_ms: wire::now_ms(),
+                        body: Body::Heartbeat(Heartbeat { last_seq }),
+                    };
+                    send(&mut socket, codec.encode(&beat)).await;
+                }
+            }
+        }
+    }
+    tokio::time::sleep(FLUSH_GRACE).await;
+    tracing::info!(last_seq, "event socket closed");
+}
+
+async fn send(socket: &mut PubSocket, message: zeromq::ZmqMessage) {
+    // PUB never blocks and reports no delivery; an error here means the socket is unusable.
+    if let Err(e) = socket.send(message).await {
+        tracing::error!(cause = %e, "PUB send failed");
+    }
+}

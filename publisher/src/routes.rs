@@ -1,0 +1,185 @@
+//! The HTTP API (design §3): routes, handlers and their JSON shapes.
+
+use crate::error::ApiError;
+use crate::events::{Events, Stopped};
+use axum::extract::{RawQuery, State};
+use axum::http::{Method, Uri};
+use axum::routing::get;
+use axum::{Json, Router};
+use percent_encoding::percent_decode_str;
+use serde::Serialize;
+use std::borrow::Cow;
+use wire::{Body, Downcase};
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    /// The publishing path.
+    pub events: Events,
+    /// Longest accepted `param`, in bytes.
+    pub max_param_bytes: usize,
+}
+
+/// The API's router.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/downcase", get(downcase))
+        .route("/downcase/", get(downcase))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+}
+
+/// `GET /downcase` answer.
+#[derive(Serialize)]
+struct DowncaseReply {
+    param: String,
+    result: String,
+    event: EventRef,
+}
+
+/// Which event a response produced.
+#[derive(Serialize)]
+struct EventRef {
+    publisher: String,
+    seq: u64,
+}
+
+async fn downcase(
+    State(app): State<AppState>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<DowncaseReply>, ApiError> {
+    let param = single_param(query.as_deref().unwrap_or(""), "param", app.max_param_bytes)?;
+    let result = param.to_lowercase();
+    let published = app
+        .events
+        .publish(Body::Downcase(Downcase {
+            param: param.clone(),
+            result: result.clone(),
+        }))
+        .await
+        .map_err(stopping)?;
+    Ok(Json(DowncaseReply {
+        param,
+        result,
+        event: EventRef {
+            publisher: app.events.identity().id.clone(),
+            seq: published.seq,
+        },
+    }))
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+async fn readyz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "ready": true }))
+}
+
+async fn not_found(uri: Uri) -> ApiError {
+    ApiError::NotFound(format!("no such resource: {}", uri.path()))
+}
+
+async fn method_not_allowed(method: Method) -> ApiError {
+    tracing::debug!(%method, "method not allowed");
+    ApiError::MethodNotAllowed { allow: "GET, HEAD" }
+}
+
+fn stopping(_: Stopped) -> ApiError {
+    ApiError::Unavailable {
+        reason: "the service is stopping".into(),
+        retry_after_secs: 1,
+    }
+}
+
+/// The one value of `name` in a query string, percent-decoded (`+` is a space) and strictly
+/// UTF-8. Missing, repeated, undecodable and over-long values are the client's mistake.
+fn single_param(query: &str, name: &str, max_bytes: usize) -> Result<String, ApiError> {
+    let mut found = None;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if decode(key, "a parameter name")? != name {
+            continue;
+        }
+        if found.is_some() {
+            return Err(ApiError::BadRequest(format!(
+                "`{name}` is given more than once"
+            )));
+        }
+        // A percent-encoded byte takes three characters: longer than that cannot fit.
+        let too_long = |len| {
+            ApiError::UriTooLong(format!(
+                "`{name}` is {len} bytes; the limit is {max_bytes} bytes"
+            ))
+        };
+        if value.len() > max_bytes.saturating_mul(3) {
+            return Err(too_long(value.len()));
+        }
+        let value = decode(value, name)?.into_owned();
+        if value.len() > max_bytes {
+            return Err(too_long(value.len()));
+        }
+        found = Some(value);
+    }
+    found.ok_or_else(|| {
+        ApiError::BadRequest(format!(
+            "missing query parameter `{name}`, e.g. ?{name}=HeLLo"
+        ))
+    })
+}
+
+fn decode<'a>(raw: &'a str, what: &str) -> Result<Cow<'a, str>, ApiError> {
+    let spaced: Cow<'a, str> = if raw.contains('+') {
+        Cow::Owned(raw.replace('+', " "))
+    } else {
+        Cow::Borrowed(raw)
+    };
+    let decoded = percent_decode_str(&spaced).decode_utf8().map_err(|_| {
+        ApiError::BadRequest(format!("{what} is not valid UTF-8 once percent-decoded"))
+    })?;
+    Ok(Cow::Owned(decoded.into_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn param(query: &str) -> Result<String, ApiError> {
+        single_param(query, "param", 16)
+    }
+
+    #[test]
+    fn a_query_value_is_percent_and_plus_decoded() {
+        assert_eq!(param("param=HeLLo").unwrap(), "HeLLo");
+        assert_eq!(param("x=1&param=a+b%20c%0A").unwrap(), "a b c\n");
+        assert_eq!(param("param=%CE%A3").unwrap(), "Σ");
+        assert_eq!(param("param=").unwrap(), "");
+        assert_eq!(param("param").unwrap(), "");
+    }
+
+    #[test]
+    fn missing_repeated_invalid_and_long_values_are_rejected() {
+        assert!(matches!(param(""), Err(ApiError::BadRequest(_))));
+        assert!(matches!(param("other=1"), Err(ApiError::BadRequest(_))));
+        assert!(matches!(
+            param("param=a&param=b"),
+            Err(ApiError::BadRequest(_))
+        ));
+        assert!(matches!(param("param=%FF"), Err(ApiError::BadRequest(_))));
+        assert!(matches!(
+            param(&format!("param={}", "a".repeat(17))),
+            Err(ApiError::UriTooLong(_))
+        ));
+        assert!(matches!(
+            param(&format!("param={}", "%41".repeat(17))),
+            Err(ApiError::UriTooLong(_))
+        ));
+        assert_eq!(
+            param(&format!("param={}", "%41".repeat(16))).unwrap(),
+            "A".repeat(16)
+        );
+    }
+}

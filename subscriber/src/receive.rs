@@ -1,0 +1,55 @@
+//! One task per publisher endpoint: owns a SUB socket, keeps it connected, decodes what
+//! arrives and passes it to the log writer. Undecodable messages are counted and dropped.
+
+use plumbing::Rejects;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use wire::{Body, Codec, Envelope};
+use zeromq::{Socket, SocketOptions, SocketRecv, SubSocket};
+
+/// Receives from `endpoint` until `stop` is cancelled or the writer is gone.
+pub async fn receive(
+    endpoint: String,
+    codec: Codec,
+    arrivals: mpsc::Sender<Envelope<Body>>,
+    rejects: &Rejects,
+    stop: CancellationToken,
+) {
+    let mut options = SocketOptions::default();
+    // The publisher may start later than us, or never: wait for it as long as we run.
+    options.no_connect_timeout();
+    let mut socket = SubSocket::with_options(options);
+    tokio::select! {
+        connected = socket.connect(&endpoint) => {
+            if let Err(e) = connected {
+                tracing::error!(%endpoint, cause = %e, "cannot connect");
+                return;
+            }
+        }
+        () = stop.cancelled() => return,
+    }
+    // Every topic, heartbeats included: the writer needs them to notice lost events.
+    if let Err(e) = socket.subscribe("").await {
+        tracing::error!(%endpoint, cause = %e, "cannot subscribe");
+        return;
+    }
+    tracing::info!(%endpoint, "subscribed");
+    loop {
+        let message = tokio::select! {
+            m = socket.recv() => m,
+            () = stop.cancelled() => break,
+        };
+        match message {
+            Ok(message) => match codec.decode(&message) {
+                Ok(envelope) => {
+                    if arrivals.send(envelope).await.is_err() {
+                        break;
+                    }
+                }
+                Err(e) => rejects.record(&e),
+            },
+            // The connection dropped; the socket reconnects by itself.
+            Err(e) => tracing::debug!(%endpoint, cause = %e, "receive interrupted"),
+        }
+    }
+}
