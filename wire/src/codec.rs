@@ -273,7 +273,9 @@ mod tests {
     }
 
     fn keyed() -> Codec {
-        Codec::new(Some(SharedKey::from_bytes(b"0123456789abcdef-test").unwrap()))
+        Codec::new(Some(
+            SharedKey::from_bytes(b"0123456789abcdef-test").unwrap(),
+        ))
     }
 
     #[test]
@@ -311,13 +313,19 @@ mod tests {
         let one = ZmqMessage::from("downcase");
         assert!(matches!(
             codec.decode(&one),
-            Err(DecodeError::FrameCount { expected: 2, got: 1 })
+            Err(DecodeError::FrameCount {
+                expected: 2,
+                got: 1
+            })
         ));
         let mut three = codec.encode(&envelope(every_body().remove(0)));
         three.push_back(Bytes::from_static(b"extra"));
         assert!(matches!(
             codec.decode(&three),
-            Err(DecodeError::FrameCount { expected: 2, got: 3 })
+            Err(DecodeError::FrameCount {
+                expected: 2,
+                got: 3
+            })
         ));
     }
 
@@ -328,10 +336,15 @@ mod tests {
         let packed = message.get(1).unwrap().clone();
         message = ZmqMessage::from("no.such.topic");
         message.push_back(packed.clone());
-        assert!(matches!(codec.decode(&message), Err(DecodeError::UnknownTopic(t)) if t == "no.such.topic"));
+        assert!(
+            matches!(codec.decode(&message), Err(DecodeError::UnknownTopic(t)) if t == "no.such.topic")
+        );
         let mut message = ZmqMessage::from(vec![0xff, 0xfe]);
         message.push_back(packed);
-        assert!(matches!(codec.decode(&message), Err(DecodeError::TopicNotUtf8)));
+        assert!(matches!(
+            codec.decode(&message),
+            Err(DecodeError::TopicNotUtf8)
+        ));
     }
 
     #[test]
@@ -340,7 +353,10 @@ mod tests {
         let mut future = envelope(every_body().remove(0));
         future.v = PROTOCOL_VERSION + 1;
         let message = codec.encode(&future);
-        assert!(matches!(codec.decode(&message), Err(DecodeError::UnknownVersion(2))));
+        assert!(matches!(
+            codec.decode(&message),
+            Err(DecodeError::UnknownVersion(2))
+        ));
     }
 
     #[test]
@@ -356,7 +372,9 @@ mod tests {
         let tampered = ZmqMessage::try_from(frames).unwrap();
         assert!(matches!(sender.decode(&tampered), Err(DecodeError::BadTag)));
         // Another key's tag does not pass either.
-        let other = Codec::new(Some(SharedKey::from_bytes(b"another key, 16+ bytes").unwrap()));
+        let other = Codec::new(Some(
+            SharedKey::from_bytes(b"another key, 16+ bytes").unwrap(),
+        ));
         assert!(matches!(other.decode(&message), Err(DecodeError::BadTag)));
         // An untagged message is refused by a keyed reader, and a tagged one by an unkeyed reader.
         let untagged = Codec::default().encode(&envelope(every_body().remove(2)));
@@ -373,8 +391,14 @@ mod tests {
         std::fs::write(&dir, "0123456789abcdef\n").unwrap();
         assert!(SharedKey::from_file(&dir).is_ok());
         std::fs::write(&dir, "tiny\n").unwrap();
-        assert!(matches!(SharedKey::from_file(&dir), Err(SharedKeyError::TooShort { len: 4, .. })));
+        assert!(matches!(
+            SharedKey::from_file(&dir),
+            Err(SharedKeyError::TooShort { len: 4, .. })
+        ));
         std::fs::remove_file(&dir).unwrap();
-        assert!(matches!(SharedKey::from_file(&dir), Err(SharedKeyError::Read { .. })));
+        assert!(matches!(
+            SharedKey::from_file(&dir),
+            Err(SharedKeyError::Read { .. })
+        ));
     }
 }
