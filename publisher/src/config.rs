@@ -19,6 +19,46 @@ pub struct Config {
     #[arg(long, env = "EVENTS_BIND", default_value = "tcp://0.0.0.0:4444", value_parser = plumbing::parse_endpoint)]
     pub events_bind: String,
 
+    /// ZMQ PUSH endpoint verification tasks are sent on (verifiers connect their PULL here).
+    #[arg(long, env = "TASKS_BIND", default_value = "tcp://0.0.0.0:4445", value_parser = plumbing::parse_endpoint)]
+    pub tasks_bind: String,
+
+    /// ZMQ PULL endpoint verdicts and verifier heartbeats arrive on (verifiers connect PUSH here).
+    #[arg(long, env = "RESULTS_BIND", default_value = "tcp://0.0.0.0:4446", value_parser = plumbing::parse_endpoint)]
+    pub results_bind: String,
+
+    /// How long a verifier has to answer one send of a task before it is sent again.
+    #[arg(long, env = "TASK_TIMEOUT", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub task_timeout: Duration,
+
+    /// How many times a task is sent before its request ends as `error`.
+    #[arg(long, env = "TASK_ATTEMPTS", default_value_t = 4)]
+    pub task_attempts: u32,
+
+    /// A verifier not heard from for this long is taken as gone.
+    #[arg(long, env = "VERIFIER_TIMEOUT", default_value = "3s", value_parser = humantime::parse_duration)]
+    pub verifier_timeout: Duration,
+
+    /// Signature requests that may queue for the dispatcher before new ones get 503.
+    #[arg(long, env = "TASK_QUEUE", default_value_t = 4096)]
+    pub task_queue: usize,
+
+    /// Signature results kept for GET /signatures/{id}.
+    #[arg(long, env = "RESULTS_CAPACITY", default_value_t = 100_000)]
+    pub results_capacity: usize,
+
+    /// How long a signature result can be fetched after the request.
+    #[arg(long, env = "RESULTS_TTL", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub results_ttl: Duration,
+
+    /// Largest request body accepted, in bytes.
+    #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// Longest `?wait=` honoured on POST /signatures.
+    #[arg(long, env = "MAX_WAIT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub max_wait: Duration,
+
     /// This publisher's id in every event; default: the host name.
     #[arg(long, env = "PUBLISHER_ID", default_value_t = plumbing::default_instance_id())]
     pub id: String,

@@ -14,6 +14,9 @@ pub enum ApiError {
     /// A query value is over its limit (414).
     #[error("{0}")]
     UriTooLong(String),
+    /// The body is over its limit (413).
+    #[error("{0}")]
+    PayloadTooLarge(String),
     /// No such route or resource (404).
     #[error("{0}")]
     NotFound(String),
@@ -38,6 +41,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::UriTooLong(_) => StatusCode::URI_TOO_LONG,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,

@@ -9,7 +9,11 @@ mod config;
 mod error;
 mod events;
 mod healthcheck;
+mod metrics;
+mod results;
 mod routes;
+mod signatures;
+mod verification;
 
 pub use config::{Command, Config};
 pub use error::ApiError;
@@ -18,14 +22,15 @@ pub use healthcheck::Healthcheck;
 use anyhow::Context;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 /// A publisher whose sockets are bound, ready to [`run`](Publisher::run).
 pub struct Publisher {
     listener: tokio::net::TcpListener,
-    events: events::Events,
+    state: routes::AppState,
     flusher: events::Flusher,
+    dispatcher: tokio::task::JoinHandle<()>,
     events_endpoint: Option<String>,
-    max_param_bytes: usize,
 }
 
 impl Publisher {
@@ -42,24 +47,49 @@ impl Publisher {
         let (events, flusher, events_endpoint) = events::start(
             identity,
             &config.events_bind,
-            codec,
+            codec.clone(),
             config.heartbeat_interval,
             config.events_disabled,
         )
         .await?;
+        let results = Arc::new(results::Results::new(
+            config.results_capacity,
+            config.results_ttl,
+        ));
+        let settings = verification::Settings {
+            tasks_bind: config.tasks_bind.clone(),
+            results_bind: config.results_bind.clone(),
+            task_timeout: config.task_timeout,
+            task_attempts: config.task_attempts,
+            verifier_timeout: config.verifier_timeout,
+            queue_capacity: config.task_queue,
+        };
+        let (verification, dispatcher, [tasks, results_endpoint]) =
+            verification::start(&settings, codec, events.clone(), results.clone()).await?;
+        metrics::handle();
         tracing::info!(
             http = %listener.local_addr()?,
             events = events_endpoint.as_deref().unwrap_or("disabled"),
+            tasks = %tasks,
+            results = %results_endpoint,
             id = %config.id,
             epoch = events.identity().epoch,
             "publisher listening"
         );
+        let state = routes::AppState {
+            events,
+            verification,
+            results,
+            max_param_bytes: config.max_param_bytes,
+            max_body_bytes: config.max_body_bytes,
+            max_wait: config.max_wait,
+        };
         Ok(Publisher {
             listener,
-            events,
+            state,
             flusher,
+            dispatcher,
             events_endpoint,
-            max_param_bytes: config.max_param_bytes,
         })
     }
 
@@ -81,16 +111,16 @@ impl Publisher {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let app = routes::router(routes::AppState {
-            events: self.events,
-            max_param_bytes: self.max_param_bytes,
-        });
+        let app = routes::router(self.state);
         axum::serve(self.listener, app)
             .with_graceful_shutdown(shutdown)
             .await
             .context("HTTP server failed")?;
-        // The router, and with it every handle on the event queue, is gone: the socket task
-        // drains the queue and ends.
+        // The router is gone: the dispatcher lets in-flight checks finish and stops, and then
+        // the last handle on the event queue is gone, so the socket task drains it and ends.
+        if let Err(e) = self.dispatcher.await {
+            tracing::error!(cause = %e, "verification dispatcher failed");
+        }
         self.flusher.flushed().await;
         tracing::info!("publisher stopped");
         Ok(())

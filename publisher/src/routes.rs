@@ -2,13 +2,19 @@
 
 use crate::error::ApiError;
 use crate::events::{Events, Stopped};
-use axum::extract::{RawQuery, State};
-use axum::http::{Method, Uri};
-use axum::routing::get;
+use crate::results::Results;
+use crate::verification::Verification;
+use crate::{metrics, signatures};
+use axum::extract::{DefaultBodyLimit, RawQuery, State};
+use axum::http::{Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use percent_encoding::percent_decode_str;
 use serde::Serialize;
 use std::borrow::Cow;
+use std::sync::Arc;
+use std::time::Duration;
 use wire::{Body, Downcase};
 
 /// What every handler can reach.
@@ -16,8 +22,16 @@ use wire::{Body, Downcase};
 pub struct AppState {
     /// The publishing path.
     pub events: Events,
+    /// Signature checks by the verifiers.
+    pub verification: Verification,
+    /// Signature requests and their outcomes.
+    pub results: Arc<Results>,
     /// Longest accepted `param`, in bytes.
     pub max_param_bytes: usize,
+    /// Largest accepted body, in bytes.
+    pub max_body_bytes: usize,
+    /// Longest `?wait=` honoured.
+    pub max_wait: Duration,
 }
 
 /// The API's router.
@@ -25,8 +39,13 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/downcase", get(downcase))
         .route("/downcase/", get(downcase))
+        .route("/signatures", post(signatures::submit))
+        .route("/signatures/{id}", get(signatures::status))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics::render))
+        .route_layer(axum::middleware::from_fn(metrics::count_requests))
+        .layer(DefaultBodyLimit::max(state.max_body_bytes))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
@@ -75,17 +94,34 @@ async fn healthz() -> Json<serde_json::Value> {
     Json(serde_json::json!({ "status": "ok" }))
 }
 
-async fn readyz() -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "ready": true }))
+/// Ready when a verifier was heard from recently (the sockets are bound before HTTP is
+/// served at all); otherwise 503 with the reason.
+async fn readyz(State(app): State<AppState>) -> Response {
+    let present = app.verification.present();
+    if present.verifiers > 0 {
+        let body = serde_json::json!({ "ready": true, "verifiers": present.verifiers });
+        return Json(body).into_response();
+    }
+    let reason = format!(
+        "no verifier heard from in the last {}",
+        humantime::format_duration(app.verification.verifier_timeout())
+    );
+    let body = serde_json::json!({ "ready": false, "verifiers": 0, "reason": reason });
+    (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
 }
 
 async fn not_found(uri: Uri) -> ApiError {
     ApiError::NotFound(format!("no such resource: {}", uri.path()))
 }
 
-async fn method_not_allowed(method: Method) -> ApiError {
-    tracing::debug!(%method, "method not allowed");
-    ApiError::MethodNotAllowed { allow: "GET, HEAD" }
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    tracing::debug!(%method, path = uri.path(), "method not allowed");
+    let allow = if uri.path() == "/signatures" {
+        "POST"
+    } else {
+        "GET, HEAD"
+    };
+    ApiError::MethodNotAllowed { allow }
 }
 
 fn stopping(_: Stopped) -> ApiError {

@@ -12,6 +12,10 @@ async fn spawn_publisher(extra: &[&str]) -> String {
         "127.0.0.1:0",
         "--events-bind",
         "tcp://127.0.0.1:0",
+        "--tasks-bind",
+        "tcp://127.0.0.1:0",
+        "--results-bind",
+        "tcp://127.0.0.1:0",
         "--id",
         "api-test",
     ];

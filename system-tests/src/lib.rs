@@ -46,7 +46,10 @@ pub async fn wait_for<T>(limit: Duration, what: &str, mut check: impl FnMut() ->
         if let Some(value) = check() {
             return value;
         }
-        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -163,7 +166,9 @@ pub fn parse_line(line: &str) -> LogLine {
     let (publisher, seq) = origin
         .rsplit_once('#')
         .unwrap_or_else(|| panic!("no publisher#seq in {line:?}"));
-    let seq = seq.parse().unwrap_or_else(|_| panic!("bad seq in {line:?}"));
+    let seq = seq
+        .parse()
+        .unwrap_or_else(|_| panic!("bad seq in {line:?}"));
     let mut fields = BTreeMap::new();
     let mut chars = rest.chars().peekable();
     while chars.peek().is_some() {
@@ -179,7 +184,8 @@ pub fn parse_line(line: &str) -> LogLine {
                         Some('r') => value.push('\r'),
                         Some('t') => value.push('\t'),
                         Some('u') => {
-                            let hex: String = chars.by_ref().skip(1).take_while(|&c| c != '}').collect();
+                            let hex: String =
+                                chars.by_ref().skip(1).take_while(|&c| c != '}').collect();
                             let code = u32::from_str_radix(&hex, 16).expect("hex escape");
                             value.push(char::from_u32(code).expect("scalar value"));
                         }
@@ -189,7 +195,10 @@ pub fn parse_line(line: &str) -> LogLine {
                     c => value.push(c),
                 }
             }
-            assert!(matches!(chars.next(), None | Some(' ')), "junk after value in {line:?}");
+            assert!(
+                matches!(chars.next(), None | Some(' ')),
+                "junk after value in {line:?}"
+            );
         } else {
             value = chars.by_ref().take_while(|&c| c != ' ').collect();
         }
@@ -298,7 +307,10 @@ impl System {
             if let Some(status) = publisher.exited() {
                 panic!("publisher exited with {status}: {}", publisher.stderr());
             }
-            assert!(start.elapsed() < Duration::from_secs(20), "publisher did not come up");
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "publisher did not come up"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -353,10 +365,16 @@ impl System {
             self.downcase(&param).await;
             sent.push(param);
             let logged = read_log(&self.log_path());
-            if logged.iter().any(|l| l.fields.get("param").is_some_and(|p| p.starts_with(label))) {
+            if logged
+                .iter()
+                .any(|l| l.fields.get("param").is_some_and(|p| p.starts_with(label)))
+            {
                 return sent;
             }
-            assert!(start.elapsed() < Duration::from_secs(20), "the subscriber never logged {label}");
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "the subscriber never logged {label}"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }

@@ -47,7 +47,11 @@ async fn two_thousand_requests_are_each_logged_once_in_order_with_the_right_resu
 
     // Assert: every event exactly once, in sequence order, with its lower-cased result.
     let ours = |lines: &[LogLine]| -> Vec<LogLine> {
-        let is_ours = |l: &&LogLine| l.fields.get("param").is_some_and(|p| !p.starts_with("warmup"));
+        let is_ours = |l: &&LogLine| {
+            l.fields
+                .get("param")
+                .is_some_and(|p| !p.starts_with("warmup"))
+        };
         lines.iter().filter(is_ours).cloned().collect()
     };
     let lines = wait_for(Duration::from_secs(30), "2 000 events in the log", || {
@@ -55,18 +59,33 @@ async fn two_thousand_requests_are_each_logged_once_in_order_with_the_right_resu
         (ours(&lines).len() >= 2000).then_some(lines)
     })
     .await;
-    assert!(lines.iter().all(|l| l.topic == "downcase" && l.publisher == "pub-test"), "no gap lines");
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.topic == "downcase" && l.publisher == "pub-test"),
+        "no gap lines"
+    );
     let lines = ours(&lines);
     assert_eq!(lines.len(), 2000, "no duplicates");
-    assert!(lines.windows(2).all(|w| w[1].seq == w[0].seq + 1), "strictly +1");
+    assert!(
+        lines.windows(2).all(|w| w[1].seq == w[0].seq + 1),
+        "strictly +1"
+    );
     let mut seen = HashMap::new();
     for line in &lines {
         let p = &line.fields["param"];
         assert_eq!(&line.fields["result"], &p.to_lowercase(), "{p:?}");
-        assert!(seen.insert(p.clone(), line.seq).is_none(), "{p:?} logged twice");
+        assert!(
+            seen.insert(p.clone(), line.seq).is_none(),
+            "{p:?} logged twice"
+        );
     }
     for (p, seq) in &answered {
-        assert_eq!(seen.get(p), Some(seq), "{p:?} logged with the seq its response named");
+        assert_eq!(
+            seen.get(p),
+            Some(seq),
+            "{p:?} logged with the seq its response named"
+        );
     }
     assert!(seen.contains_key("ÀÉÎ ΣΑΣ 1") && seen.contains_key("line\nBREAK 3"));
 }
@@ -100,5 +119,8 @@ async fn json_format_writes_one_parseable_object_per_event() {
     assert_eq!(last["param"], param);
     assert_eq!(last["result"], param.to_lowercase());
     assert_eq!(last["topic"], "downcase");
-    assert!(text.lines().all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok()));
+    assert!(
+        text.lines()
+            .all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok())
+    );
 }

@@ -38,7 +38,11 @@ async fn a_publisher_restarted_under_a_running_subscriber_is_followed_without_a_
         .iter()
         .filter(|l| l.topic == "downcase")
         .collect();
-    assert!(second.iter().any(|l| l.fields["param"].starts_with("second-run")));
+    assert!(
+        second
+            .iter()
+            .any(|l| l.fields["param"].starts_with("second-run"))
+    );
     // The new run numbers from 1 again; whatever it published before we reconnected is a
     // gap line, not a silent hole.
     let gaps: Vec<_> = lines.iter().filter(|l| l.topic == "gap").collect();
@@ -66,15 +70,20 @@ async fn sigterm_stops_both_with_exit_code_zero_after_queued_events_are_written(
             .filter(|l| l.fields["param"].starts_with("last-words"))
             .collect::<Vec<_>>()
     };
-    wait_for(Duration::from_secs(5), "every event before the stop", || {
-        (last_words().len() >= 200).then_some(())
-    })
+    wait_for(
+        Duration::from_secs(5),
+        "every event before the stop",
+        || (last_words().len() >= 200).then_some(()),
+    )
     .await;
     let status = subscriber.terminate(Duration::from_secs(5)).await;
     assert!(status.success(), "subscriber exit: {status}");
     let lines = last_words();
     assert_eq!(lines.len(), 200);
-    assert_eq!(lines.last().map(|l| l.fields["param"].as_str()), Some("last-words-199"));
+    assert_eq!(
+        lines.last().map(|l| l.fields["param"].as_str()),
+        Some("last-words-199")
+    );
 }
 
 #[tokio::test]

@@ -1,0 +1,235 @@
+//! `POST /signatures` and `GET /signatures/{id}` (design §3): checks the request, records it,
+//! announces it, hands the check to a verifier, and answers at once (202) or, with `?wait=`,
+//! when the verdict is in.
+
+use crate::error::ApiError;
+use crate::results::{Record, State};
+use crate::routes::AppState;
+use crate::verification::{Job, Present};
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, RawQuery, State as AppStateOf};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::time::Duration;
+use wire::{Body, SignatureRequested};
+
+/// The request body. Unknown fields are ignored.
+#[derive(Deserialize)]
+struct SignatureRequest {
+    /// The signed document as UTF-8 text.
+    text: Option<String>,
+    /// Or the signed document as base64, for binary documents.
+    data_base64: Option<String>,
+    /// Hex signature (`openssl dgst -sha256 -sign key.pem | xxd -p`).
+    #[serde(alias = "hexSignature")]
+    signature: Option<String>,
+    /// Key id; may be left out when exactly one key exists.
+    key: Option<String>,
+}
+
+/// A request's state as the API shows it (`GET /signatures/{id}`).
+#[derive(Serialize)]
+pub struct SignatureReply {
+    id: String,
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    verified_by: Option<String>,
+    key: String,
+}
+
+impl SignatureReply {
+    fn new(id: String, record: &Record) -> Self {
+        let (status, reason, verified_by) = match &*record.state.borrow() {
+            State::Pending => ("pending", None, None),
+            State::Done {
+                status,
+                reason,
+                verified_by,
+            } => (status.as_str(), reason.clone(), verified_by.clone()),
+        };
+        SignatureReply {
+            id,
+            status,
+            reason,
+            verified_by,
+            key: record.key.clone(),
+        }
+    }
+}
+
+/// `POST /signatures[?wait=<duration>]`
+pub async fn submit(
+    AppStateOf(app): AppStateOf<AppState>,
+    RawQuery(query): RawQuery,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let wait = wait_param(query.as_deref(), app.max_wait)?;
+    let body = body.map_err(|rejection| match rejection.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge(format!(
+            "the body is over the limit of {} bytes",
+            app.max_body_bytes
+        )),
+        _ => ApiError::BadRequest(format!("cannot read the body: {rejection}")),
+    })?;
+    let request: SignatureRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::BadRequest(format!("malformed JSON: {e}")))?;
+    let present = app.verification.present();
+    let (key, document, signature) = check(request, &present)?;
+
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    app.results
+        .insert(id.clone(), key.clone())
+        .map_err(|full| busy(&full.to_string()))?;
+    let requested = SignatureRequested {
+        id: id.clone(),
+        key: key.clone(),
+        text_sha256: hex::encode(Sha256::digest(&document)),
+        text_len: document.len() as u64,
+    };
+    app.events
+        .publish(Body::SignatureRequested(requested))
+        .await
+        .map_err(|_| busy("the service is stopping"))?;
+    let job = Job {
+        request_id: id.clone(),
+        key,
+        document,
+        signature,
+    };
+    if let Err(e) = app.verification.submit(job) {
+        app.results.finish(
+            &id,
+            State::Done {
+                status: wire::SignatureStatus::Error,
+                reason: Some(e.to_string()),
+                verified_by: None,
+            },
+        );
+        return Err(busy(&e.to_string()));
+    }
+
+    let mut record = app
+        .results
+        .get(&id)
+        .ok_or_else(|| busy("the request expired at once"))?;
+    if let Some(wait) = wait {
+        let _ = tokio::time::timeout(wait, record.state.wait_for(|s| *s != State::Pending)).await;
+        if *record.state.borrow() != State::Pending {
+            return Ok(Json(SignatureReply::new(id, &record)).into_response());
+        }
+    }
+    let mut headers = HeaderMap::new();
+    if let Ok(location) = HeaderValue::from_str(&format!("/signatures/{id}")) {
+        headers.insert(header::LOCATION, location);
+    }
+    Ok((
+        StatusCode::ACCEPTED,
+        headers,
+        Json(SignatureReply::new(id, &record)),
+    )
+        .into_response())
+}
+
+/// `GET /signatures/{id}`
+pub async fn status(
+    AppStateOf(app): AppStateOf<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<SignatureReply>, ApiError> {
+    let record = app.results.get(&id).ok_or_else(|| {
+        ApiError::NotFound(format!("no signature request {id:?} (unknown or expired)"))
+    })?;
+    Ok(Json(SignatureReply::new(id, &record)))
+}
+
+/// Validates a request against the keys the verifiers hold.
+fn check(
+    request: SignatureRequest,
+    present: &Present,
+) -> Result<(String, Vec<u8>, Vec<u8>), ApiError> {
+    let document = match (request.text, request.data_base64) {
+        (Some(text), None) => text.into_bytes(),
+        (None, Some(b64)) => base64::engine::general_purpose::STANDARD
+            .decode(b64.trim())
+            .map_err(|e| ApiError::BadRequest(format!("`data_base64` is not valid base64: {e}")))?,
+        (Some(_), Some(_)) => {
+            return Err(ApiError::BadRequest(
+                "give `text` or `data_base64`, not both".into(),
+            ));
+        }
+        (None, None) => {
+            return Err(ApiError::BadRequest(
+                "missing field `text` (or `data_base64`)".into(),
+            ));
+        }
+    };
+    let hex_signature = request
+        .signature
+        .ok_or_else(|| ApiError::BadRequest("missing field `signature` (hex)".into()))?;
+    let hex_signature = hex_signature.trim();
+    if hex_signature.len() % 2 == 1 {
+        return Err(ApiError::BadRequest(format!(
+            "`signature` has an odd number of hex digits ({})",
+            hex_signature.len()
+        )));
+    }
+    let signature = hex::decode(hex_signature)
+        .map_err(|e| ApiError::BadRequest(format!("`signature` is not hex: {e}")))?;
+    if present.verifiers == 0 {
+        return Err(busy("no verifier is available; retry shortly"));
+    }
+    let key = match request.key {
+        Some(key) => key,
+        None if present.keys.len() == 1 => present.keys.keys().next().cloned().unwrap_or_default(),
+        None => {
+            return Err(ApiError::BadRequest(format!(
+                "missing field `key`: {} keys are loaded, name one",
+                present.keys.len()
+            )));
+        }
+    };
+    let Some(&modulus_len) = present.keys.get(&key) else {
+        return Err(ApiError::BadRequest(format!("unknown key {key:?}")));
+    };
+    if signature.len() != modulus_len as usize {
+        return Err(ApiError::BadRequest(format!(
+            "`signature` is {} bytes; key {key:?} makes {modulus_len}-byte signatures",
+            signature.len()
+        )));
+    }
+    Ok((key, document, signature))
+}
+
+/// `?wait=2s` (any humantime duration, or plain seconds), capped at `max`.
+fn wait_param(query: Option<&str>, max: Duration) -> Result<Option<Duration>, ApiError> {
+    let Some(value) = query
+        .unwrap_or("")
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("wait="))
+    else {
+        return Ok(None);
+    };
+    let value = percent_encoding::percent_decode_str(value).decode_utf8_lossy();
+    let wait = value
+        .parse::<f64>()
+        .ok()
+        .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
+        .or_else(|| humantime::parse_duration(&value).ok())
+        .ok_or_else(|| {
+            ApiError::BadRequest(format!("`wait` is not a duration: {value:?} (try 5s)"))
+        })?;
+    Ok(Some(wait.min(max)))
+}
+
+fn busy(reason: &str) -> ApiError {
+    ApiError::Unavailable {
+        reason: reason.to_owned(),
+        retry_after_secs: 1,
+    }
+}
