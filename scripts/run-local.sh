@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Runs the whole system on this machine without Docker: one publisher, one subscriber and
+# one verifier (with the demo key), in release builds. Ctrl-C stops all three gracefully.
+# The event log is ./subscriber.log.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+cargo build --release --bins
+bin=target/release
+export RUST_LOG="${RUST_LOG:-info}"
+
+pids=()
+stop() {
+    kill -TERM "${pids[@]}" 2>/dev/null || true
+    wait "${pids[@]}" 2>/dev/null || true
+}
+trap stop EXIT INT TERM
+
+"$bin/publisher" & pids+=($!)
+KEYS_DIR="${KEYS_DIR:-examples/keys}" "$bin/verifier" & pids+=($!)
+LOG_FILE="${LOG_FILE:-./subscriber.log}" "$bin/subscriber" & pids+=($!)
+
+echo "HTTP on http://localhost:8080 — try: curl 'localhost:8080/downcase?param=HeLLo'" >&2
+echo "events in ${LOG_FILE:-./subscriber.log} — tail -f it" >&2
+wait -n "${pids[@]}"
