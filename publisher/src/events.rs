@@ -155,6 +155,7 @@ async fn own_socket(
                 }
                 for envelope in batch.drain(..) {
                     last_seq = envelope.seq;
+                    metrics::counter!("events_published_total", "topic" => envelope.body.topic()).increment(1);
                     send(&mut socket, codec.encode(&envelope)).await;
                 }
                 sent_since_tick = true;

@@ -379,3 +379,117 @@ impl System {
         }
     }
 }
+
+/// Keys and signatures made with the `openssl` command-line tool, as a user would make them.
+pub mod openssl {
+    use std::path::{Path, PathBuf};
+    use std::process::Command;
+
+    fn run(args: &[&str]) -> Vec<u8> {
+        let out = Command::new("openssl")
+            .args(args)
+            .output()
+            .expect("openssl runs");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    }
+
+    /// Makes an RSA-2048 key pair: `<dir>/<id>.private.pem`, and the public key in
+    /// `<dir>/keys/<id>.pem` (SPKI) for verifiers. Returns the private key's path.
+    pub fn key_pair(dir: &Path, id: &str) -> PathBuf {
+        let private = dir.join(format!("{id}.private.pem"));
+        std::fs::create_dir_all(dir.join("keys")).expect("keys dir");
+        let private_s = private.to_str().expect("utf-8 path");
+        run(&["genrsa", "-out", private_s, "2048"]);
+        let public = dir.join("keys").join(format!("{id}.pem"));
+        run(&[
+            "rsa",
+            "-in",
+            private_s,
+            "-pubout",
+            "-out",
+            public.to_str().expect("utf-8 path"),
+        ]);
+        private
+    }
+
+    /// `openssl dgst -sha256 -sign <private>` of `document`, hex-encoded.
+    pub fn sign(private: &Path, document: &[u8]) -> String {
+        let file = tempfile::NamedTempFile::new().expect("temp file");
+        std::fs::write(file.path(), document).expect("write document");
+        let signature = run(&[
+            "dgst",
+            "-sha256",
+            "-sign",
+            private.to_str().expect("utf-8 path"),
+            file.path().to_str().expect("utf-8 path"),
+        ]);
+        hex::encode(signature)
+    }
+}
+
+impl System {
+    /// Starts a verifier connected to this system's publisher, with the keys in `<dir>/keys`.
+    pub fn start_verifier(&self, id: &str) -> Proc {
+        let p = self.ports;
+        let env = [
+            ("TASKS_CONNECT", format!("tcp://127.0.0.1:{}", p.tasks)),
+            ("RESULTS_CONNECT", format!("tcp://127.0.0.1:{}", p.results)),
+            (
+                "KEYS_DIR",
+                self.dir.path().join("keys").display().to_string(),
+            ),
+            ("VERIFIER_ID", id.to_owned()),
+        ];
+        Proc::start("verifier", self.dir.path(), &env)
+    }
+
+    /// Waits until `/readyz` reports at least `n` verifiers.
+    pub async fn until_verifiers(&self, n: u64) {
+        let start = Instant::now();
+        loop {
+            if let Ok(response) = self.get("/readyz").await {
+                let body: serde_json::Value = response.json().await.unwrap_or_default();
+                if body["verifiers"].as_u64().unwrap_or(0) >= n {
+                    return;
+                }
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "{n} verifiers never showed up"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// `POST /signatures` with `body` (and `query`, e.g. `?wait=5s`): status and JSON answer.
+    pub async fn post_signature(
+        &self,
+        query: &str,
+        body: &serde_json::Value,
+    ) -> (u16, serde_json::Value) {
+        self.post_raw(query, body.to_string().into_bytes()).await
+    }
+
+    /// `POST /signatures` with raw bytes.
+    pub async fn post_raw(&self, query: &str, body: Vec<u8>) -> (u16, serde_json::Value) {
+        let response = self
+            .http
+            .post(format!(
+                "http://127.0.0.1:{}/signatures{query}",
+                self.ports.http
+            ))
+            .header("content-type", "application/json")
+            .body(body)
+            .timeout(Duration::from_secs(30))
+            .send()
+            .await
+            .expect("answer");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or_default())
+    }
+}
