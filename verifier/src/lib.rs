@@ -1,0 +1,121 @@
+//! The verifier (design contract §2, §6): a PULL worker that checks RSA signatures for the
+//! publisher and pushes the verdicts back.
+//!
+//! [`run`] loads the keys, starts the worker threads and keeps one [`link`] per publisher:
+//! tasks arrive on a PULL socket, are verified on the [`pool`] and their results go back on a
+//! PUSH socket to the same publisher, with a heartbeat announcing the keys every interval. The
+//! links survive publisher restarts; shutdown finishes the tasks in flight.
+
+pub mod address;
+pub mod config;
+pub mod drops;
+pub mod keys;
+mod link;
+pub mod pool;
+pub mod verify;
+
+pub use config::{Config, ConfigError, PublisherEndpoints};
+pub use keys::{KeyError, KeyRing, RsaKey};
+pub use pool::Pool;
+pub use verify::verify_task;
+
+use link::{Link, Shared};
+use std::future::Future;
+use std::sync::Arc;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use wire::{Codec, SharedKey, SharedKeyError};
+
+/// Tasks a verifier takes per worker thread before it has answered them: enough to keep the
+/// workers busy between two reads, few enough that a verifier never hoards work.
+pub const IN_FLIGHT_PER_WORKER: usize = 8;
+
+/// Why the verifier could not start or stopped abnormally.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifierError {
+    /// The flags do not fit together.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// SHARED_KEY_FILE is set but not usable.
+    #[error("SHARED_KEY_FILE is not usable: {0}")]
+    SharedKey(#[from] SharedKeyError),
+    /// KEYS_DIR is not a usable set of RSA public keys.
+    #[error(transparent)]
+    Keys(#[from] KeyError),
+    /// The worker threads could not be started.
+    #[error("cannot start the verification threads: {0}")]
+    Threads(std::io::Error),
+    /// A publisher link stopped on its own (a bug: links only end at shutdown).
+    #[error("a publisher link failed: {0}")]
+    Link(String),
+}
+
+/// Runs the verifier until `shutdown` resolves, then stops taking tasks, pushes the verdicts
+/// of those in flight (bounded by a few seconds) and returns.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), VerifierError> {
+    let publishers = config.publishers()?;
+    let shared_key = config
+        .common
+        .shared_key_file
+        .as_deref()
+        .map(SharedKey::from_file)
+        .transpose()?;
+    let keys = KeyRing::load(&config.keys_dir)?;
+    let workers = config.workers.get();
+    let pool = Pool::new(workers).map_err(VerifierError::Threads)?;
+    let in_flight_limit = workers * IN_FLIGHT_PER_WORKER;
+    let key_infos = keys.infos();
+    tracing::info!(
+        id = %config.id,
+        keys = ?key_infos.iter().map(|k| k.id.as_str()).collect::<Vec<_>>(),
+        workers,
+        publishers = publishers.len(),
+        tagged = shared_key.is_some(),
+        "verifier starting"
+    );
+    let shared = Arc::new(Shared {
+        id: config.id,
+        epoch: wire::now_ms(),
+        codec: Codec::new(shared_key),
+        keys: Arc::new(keys),
+        key_infos,
+        pool,
+        in_flight: Arc::new(Semaphore::new(in_flight_limit)),
+        taken: Arc::default(),
+        heartbeat_interval: config.heartbeat_interval,
+    });
+
+    let stop = CancellationToken::new();
+    let mut links = JoinSet::new();
+    for endpoints in publishers {
+        links.spawn(Link::new(endpoints, Arc::clone(&shared), stop.child_token()).run());
+    }
+    let mut failure = None;
+    tokio::select! {
+        () = shutdown => tracing::info!("stopping: no new tasks, finishing those in flight"),
+        Some(ended) = links.join_next() => {
+            failure = Some(match ended {
+                Ok(()) => "a link ended before shutdown".to_owned(),
+                Err(error) => error.to_string(),
+            });
+        }
+    }
+    stop.cancel();
+    while let Some(ended) = links.join_next().await {
+        if let Err(error) = ended {
+            failure.get_or_insert_with(|| error.to_string());
+        }
+    }
+    // Every link is gone, so this is the last reference; the threads have nothing left to do.
+    if let Some(shared) = Arc::into_inner(shared) {
+        let _ = tokio::task::spawn_blocking(move || shared.pool.shutdown()).await;
+    }
+    match failure {
+        Some(reason) => Err(VerifierError::Link(reason)),
+        None => {
+            tracing::info!("verifier stopped");
+            Ok(())
+        }
+    }
+}

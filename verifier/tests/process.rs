@@ -1,0 +1,614 @@
+//! The compiled `verifier` binary as a child process, against a stand-in publisher made of real
+//! ZMQ sockets bound on this machine: heartbeats, verdicts, publisher restarts, garbage on the
+//! wire, shared-key tags and SIGTERM.
+
+mod common;
+
+use common::KeyFolder;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use wire::{
+    Body, Codec, Envelope, PROTOCOL_VERSION, SharedKey, SignatureStatus, VerifierHeartbeat,
+    VerifyResult, VerifyTask,
+};
+use zeromq::{PullSocket, PushSocket, Socket, SocketRecv, SocketSend, ZmqMessage};
+
+/// Generous bound for anything that should take well under a second.
+const PATIENCE: Duration = Duration::from_secs(15);
+/// What "within a few seconds" means for recovering from a publisher restart.
+const RECOVERY: Duration = Duration::from_secs(5);
+
+// ---------------------------------------------------------------------------------------------
+// The stand-in publisher: its task PUSH and result PULL, as the real one binds them.
+
+struct Publisher {
+    tasks: PushSocket,
+    results: PullSocket,
+    tasks_endpoint: String,
+    results_endpoint: String,
+    codec: Codec,
+    /// The last envelope seq seen per verifier epoch; every message must be +1.
+    last_seq: Option<(u64, u64)>,
+}
+
+impl Publisher {
+    async fn bind(tasks: &str, results: &str) -> Self {
+        Self::bind_with(tasks, results, Codec::default()).await
+    }
+
+    async fn bind_with(tasks: &str, results: &str, codec: Codec) -> Self {
+        let mut task_socket = PushSocket::new();
+        let tasks_endpoint = task_socket.bind(tasks).await.expect("task PUSH binds");
+        let mut result_socket = PullSocket::new();
+        let results_endpoint = result_socket
+            .bind(results)
+            .await
+            .expect("result PULL binds");
+        Publisher {
+            tasks: task_socket,
+            results: result_socket,
+            tasks_endpoint: tasks_endpoint.to_string(),
+            results_endpoint: results_endpoint.to_string(),
+            codec,
+            last_seq: None,
+        }
+    }
+
+    /// The same ports again, as a restarted publisher would bind them.
+    async fn restart(self) -> Self {
+        let (tasks, results, codec) = (
+            self.tasks_endpoint.clone(),
+            self.results_endpoint.clone(),
+            self.codec.clone(),
+        );
+        self.stop().await;
+        Self::bind_with(&tasks, &results, codec).await
+    }
+
+    /// Closes every listener, then every connection, as the publisher process exiting would
+    /// (closing a connection while its listener still accepts would let the verifier
+    /// reconnect to a socket that is about to be dropped).
+    async fn stop(self) {
+        let results = self.results.backend();
+        let _ = self.results.close().await;
+        // `close` unbinds; dropping the PUSH at its end closes its connections.
+        let _ = self.tasks.close().await;
+        results.shutdown();
+    }
+
+    /// Only the result side goes away and comes back; the task PUSH stays as it is.
+    async fn restart_results_only(&mut self) {
+        let fresh = PullSocket::new();
+        let old = std::mem::replace(&mut self.results, fresh);
+        close_result_socket(old).await;
+        self.results
+            .bind(&self.results_endpoint)
+            .await
+            .expect("result PULL binds again");
+        self.last_seq = None;
+    }
+
+    async fn send_raw(&mut self, message: ZmqMessage) -> bool {
+        self.tasks.send(message).await.is_ok()
+    }
+
+    /// The next message from a verifier, decoded; checks the envelope on the way.
+    async fn next(&mut self, within: Duration) -> Option<Envelope<Body>> {
+        let message = tokio::time::timeout(within, self.results.recv())
+            .await
+            .ok()?
+            .expect("result PULL receives");
+        let envelope = self
+            .codec
+            .decode(&message)
+            .expect("verifier messages decode");
+        assert_eq!(envelope.v, PROTOCOL_VERSION);
+        assert_eq!(envelope.sender, VERIFIER_ID);
+        assert!(
+            envelope.epoch > 1_600_000_000_000,
+            "epoch is a start time in ms"
+        );
+        if let Some((epoch, seq)) = self.last_seq {
+            if epoch == envelope.epoch {
+                assert_eq!(envelope.seq, seq + 1, "seq is +1 per message");
+            }
+        }
+        self.last_seq = Some((envelope.epoch, envelope.seq));
+        Some(envelope)
+    }
+
+    async fn heartbeat(&mut self, within: Duration) -> VerifierHeartbeat {
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.next(left).await.map(|e| e.body) {
+                Some(Body::VerifierHeartbeat(heartbeat)) => return heartbeat,
+                Some(_) => continue,
+                None => panic!("no heartbeat within {within:?}"),
+            }
+        }
+    }
+
+    /// Sends a task and waits for its verdict, sending it again now and then like the real
+    /// publisher does (a task sent into a connection that is closing is lost).
+    async fn verify(&mut self, task: &VerifyTask, within: Duration) -> VerifyResult {
+        let deadline = Instant::now() + within;
+        let envelope = Envelope {
+            v: PROTOCOL_VERSION,
+            sender: "test-publisher".into(),
+            epoch: 1,
+            seq: task.task_id,
+            ts_ms: wire::now_ms(),
+            body: Body::VerifyTask(task.clone()),
+        };
+        while Instant::now() < deadline {
+            if !self.send_raw(self.codec.encode(&envelope)).await {
+                // No verifier connected yet: a PUSH refuses at once.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+            let resend_at = (Instant::now() + Duration::from_secs(1)).min(deadline);
+            loop {
+                let left = resend_at.saturating_duration_since(Instant::now());
+                match self.next(left).await.map(|e| e.body) {
+                    Some(Body::VerifyResult(result)) if result.task_id == task.task_id => {
+                        return result;
+                    }
+                    Some(_) => continue,
+                    None => break,
+                }
+            }
+        }
+        panic!("no verdict for task {} within {within:?}", task.task_id);
+    }
+}
+
+async fn close_result_socket(socket: PullSocket) {
+    // A PULL keeps its connections open when dropped: unbind, then shut the backend down.
+    let backend = socket.backend();
+    let _ = socket.close().await;
+    backend.shutdown();
+}
+
+// ---------------------------------------------------------------------------------------------
+// The verifier process.
+
+const VERIFIER_ID: &str = "test-verifier";
+
+struct Verifier {
+    child: Child,
+    log: Arc<Mutex<String>>,
+}
+
+impl Verifier {
+    fn start(keys_dir: &Path, tasks: &str, results: &str) -> Self {
+        Self::start_with(keys_dir, tasks, results, &[])
+    }
+
+    fn start_with(keys_dir: &Path, tasks: &str, results: &str, env: &[(&str, &str)]) -> Self {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_verifier"));
+        command
+            .env_clear()
+            .env("TASKS_CONNECT", tasks)
+            .env("RESULTS_CONNECT", results)
+            .env("KEYS_DIR", keys_dir)
+            .env("VERIFIER_ID", VERIFIER_ID)
+            .env("VERIFY_WORKERS", "2")
+            .env("HEARTBEAT_INTERVAL", "200ms")
+            .env("RUST_LOG", "info,verifier=debug")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        let mut child = command.spawn().expect("the verifier binary starts");
+        let log = Arc::new(Mutex::new(String::new()));
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let sink = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut log = sink.lock().expect("log lock");
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        Verifier { child, log }
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().expect("log lock").clone()
+    }
+
+    async fn wait_for_log(&self, needle: &str, within: Duration) {
+        let deadline = Instant::now() + within;
+        while !self.log().contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "the log never said {needle:?} within {within:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn sigterm(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+    }
+
+    async fn exit_status(&mut self, within: Duration) -> ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("child status readable") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the verifier did not exit within {within:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Verifier {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("--- verifier log ---\n{}", self.log());
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers.
+
+/// A port nobody listens on (bound, read and released).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// Established TCP connections from this machine to `port` (both ends of a loopback
+/// connection show up in /proc/net/tcp; this counts the connecting ends only).
+fn established_connections_to(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp readable");
+    table
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let remote_port = fields
+                .get(2)
+                .and_then(|a| a.split(':').nth(1))
+                .and_then(|p| u16::from_str_radix(p, 16).ok());
+            remote_port == Some(port) && fields.get(3) == Some(&"01")
+        })
+        .count()
+}
+
+fn port_of(endpoint: &str) -> u16 {
+    endpoint
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("endpoint ends with a port")
+}
+
+struct Keys {
+    folder: KeyFolder,
+    demo: PathBuf,
+}
+
+impl Keys {
+    fn new() -> Self {
+        let folder = KeyFolder::new();
+        let demo = folder.key("demo");
+        Keys { folder, demo }
+    }
+
+    fn task(&self, task_id: u64, document: &[u8]) -> VerifyTask {
+        VerifyTask {
+            task_id,
+            key: "demo".into(),
+            document: document.to_vec(),
+            signature: self.folder.sign(&self.demo, document),
+            attempt: 1,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tests.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_verifier_started_before_the_publisher_announces_its_keys_and_gives_right_verdicts() {
+    let keys = Keys::new();
+    let other = keys.folder.private_key("other", 3072);
+    keys.folder.publish_pkcs1(&other, "other");
+    let (tasks_port, results_port) = (free_port(), free_port());
+    // The verifier is given a host name; the publisher binds the address it resolves to.
+    let verifier = Verifier::start(
+        &keys.folder.keys_dir(),
+        &format!("tcp://localhost:{tasks_port}"),
+        &format!("tcp://localhost:{results_port}"),
+    );
+    verifier
+        .wait_for_log("publisher not reachable yet", PATIENCE)
+        .await;
+
+    let mut publisher = Publisher::bind(
+        &format!("tcp://127.0.0.1:{tasks_port}"),
+        &format!("tcp://127.0.0.1:{results_port}"),
+    )
+    .await;
+
+    let heartbeat = publisher.heartbeat(PATIENCE).await;
+    let announced: Vec<_> = heartbeat
+        .keys
+        .iter()
+        .map(|k| (k.id.as_str(), k.modulus_len))
+        .collect();
+    assert_eq!(announced, [("demo", 256), ("other", 384)]);
+    assert_eq!(heartbeat.in_flight, 0);
+
+    let valid = publisher
+        .verify(&keys.task(1, b"hello world"), PATIENCE)
+        .await;
+    assert_eq!(valid.status, SignatureStatus::Valid, "{valid:?}");
+
+    let mut tampered = keys.task(2, b"pay 10 EUR");
+    tampered.document = b"pay 99 EUR".to_vec();
+    let invalid = publisher.verify(&tampered, PATIENCE).await;
+    assert_eq!(invalid.status, SignatureStatus::Invalid, "{invalid:?}");
+
+    let mut truncated = keys.task(3, b"text");
+    truncated.signature.pop();
+    let short = publisher.verify(&truncated, PATIENCE).await;
+    assert_eq!(short.status, SignatureStatus::Invalid);
+    assert!(short.reason.expect("a reason").contains("255 bytes"));
+
+    let mut unknown = keys.task(4, b"text");
+    unknown.key = "nobody".into();
+    let error = publisher.verify(&unknown, PATIENCE).await;
+    assert_eq!(error.status, SignatureStatus::Error);
+    assert!(error.reason.expect("a reason").contains("unknown key"));
+
+    let mut pkcs1 = keys.task(5, b"with the other key");
+    pkcs1.key = "other".into();
+    pkcs1.signature = keys.folder.sign(&other, b"with the other key");
+    let other_valid = publisher.verify(&pkcs1, PATIENCE).await;
+    assert_eq!(other_valid.status, SignatureStatus::Valid);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verification_works_again_within_seconds_after_the_publisher_restarts_on_the_same_ports() {
+    let keys = Keys::new();
+    let mut publisher = Publisher::bind("tcp://127.0.0.1:0", "tcp://127.0.0.1:0").await;
+    let _verifier = Verifier::start(
+        &keys.folder.keys_dir(),
+        &publisher.tasks_endpoint,
+        &publisher.results_endpoint,
+    );
+    let before = publisher.verify(&keys.task(1, b"before"), PATIENCE).await;
+    assert_eq!(before.status, SignatureStatus::Valid);
+
+    for round in 0..2_u64 {
+        publisher = publisher.restart().await;
+        let restarted = Instant::now();
+
+        let heartbeat = publisher.heartbeat(RECOVERY).await;
+        assert_eq!(heartbeat.keys.len(), 1);
+        let after = publisher
+            .verify(&keys.task(10 + round, b"after"), RECOVERY)
+            .await;
+
+        assert_eq!(after.status, SignatureStatus::Valid);
+        assert!(
+            restarted.elapsed() < RECOVERY,
+            "recovery took {:?}",
+            restarted.elapsed()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuilt_link_leaves_no_stale_task_connection_behind() {
+    let keys = Keys::new();
+    let mut publisher = Publisher::bind("tcp://127.0.0.1:0", "tcp://127.0.0.1:0").await;
+    let verifier = Verifier::start(
+        &keys.folder.keys_dir(),
+        &publisher.tasks_endpoint,
+        &publisher.results_endpoint,
+    );
+    let tasks_port = port_of(&publisher.tasks_endpoint);
+    publisher.verify(&keys.task(1, b"first"), PATIENCE).await;
+    assert_eq!(established_connections_to(tasks_port), 1);
+
+    // Only the result side restarts: the verifier notices on its next pushes and rebuilds
+    // both sockets, while the publisher's task PUSH stays up and keeps its old connection.
+    publisher.restart_results_only().await;
+    verifier
+        .wait_for_log("lost the publisher; reconnecting", PATIENCE)
+        .await;
+    let after = publisher.verify(&keys.task(2, b"second"), RECOVERY).await;
+    assert_eq!(after.status, SignatureStatus::Valid);
+
+    // The old task connection was closed by the verifier, not left half-alive.
+    let deadline = Instant::now() + PATIENCE;
+    while established_connections_to(tasks_port) != 1 {
+        assert!(
+            Instant::now() < deadline,
+            "{} verifier connections to the task port",
+            established_connections_to(tasks_port)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for id in 3..8 {
+        let result = publisher.verify(&keys.task(id, b"more"), PATIENCE).await;
+        assert_eq!(result.status, SignatureStatus::Valid);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undecodable_messages_are_dropped_and_verification_goes_on() {
+    let keys = Keys::new();
+    let mut publisher = Publisher::bind("tcp://127.0.0.1:0", "tcp://127.0.0.1:0").await;
+    let verifier = Verifier::start(
+        &keys.folder.keys_dir(),
+        &publisher.tasks_endpoint,
+        &publisher.results_endpoint,
+    );
+    publisher.verify(&keys.task(1, b"warm-up"), PATIENCE).await;
+
+    let mut two_frames = ZmqMessage::from("task.verify");
+    two_frames.push_back(vec![0xc1, 0xff, 0x00].into());
+    let heartbeat_as_task = publisher.codec.encode(&Envelope {
+        v: PROTOCOL_VERSION,
+        sender: "test-publisher".into(),
+        epoch: 1,
+        seq: 1,
+        ts_ms: 0,
+        body: Body::VerifierHeartbeat(VerifierHeartbeat {
+            keys: vec![],
+            in_flight: 0,
+        }),
+    });
+    for garbage in [ZmqMessage::from("junk"), two_frames, heartbeat_as_task] {
+        assert!(publisher.send_raw(garbage).await);
+    }
+
+    let result = publisher
+        .verify(&keys.task(2, b"still here"), PATIENCE)
+        .await;
+    assert_eq!(result.status, SignatureStatus::Valid);
+    verifier
+        .wait_for_log("dropped messages that are not valid tasks", PATIENCE)
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_shared_key_tasks_and_verdicts_carry_tags_and_untagged_tasks_are_dropped() {
+    let keys = Keys::new();
+    let secret = keys.folder.scratch("shared.key");
+    std::fs::write(&secret, "a shared secret of 32 bytes.....\n").expect("written");
+    let codec = Codec::new(Some(SharedKey::from_file(&secret).expect("key file")));
+    let mut publisher = Publisher::bind_with("tcp://127.0.0.1:0", "tcp://127.0.0.1:0", codec).await;
+    let verifier = Verifier::start_with(
+        &keys.folder.keys_dir(),
+        &publisher.tasks_endpoint,
+        &publisher.results_endpoint,
+        &[("SHARED_KEY_FILE", secret.to_str().expect("UTF-8 path"))],
+    );
+    // `Publisher::next` decodes with the keyed codec: an untagged verdict would fail there.
+    let tagged = publisher.verify(&keys.task(1, b"tagged"), PATIENCE).await;
+    assert_eq!(tagged.status, SignatureStatus::Valid);
+
+    let untagged = Codec::default().encode(&Envelope {
+        v: PROTOCOL_VERSION,
+        sender: "forger".into(),
+        epoch: 1,
+        seq: 1,
+        ts_ms: 0,
+        body: Body::VerifyTask(keys.task(2, b"forged")),
+    });
+    assert!(publisher.send_raw(untagged).await);
+
+    verifier
+        .wait_for_log("expected 3 frames, got 2", PATIENCE)
+        .await;
+    let after = publisher
+        .verify(&keys.task(3, b"tagged again"), PATIENCE)
+        .await;
+    assert_eq!(after.status, SignatureStatus::Valid);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_pushes_the_verdicts_in_flight_and_exits_0_within_seconds() {
+    let keys = Keys::new();
+    let mut publisher = Publisher::bind("tcp://127.0.0.1:0", "tcp://127.0.0.1:0").await;
+    let mut verifier = Verifier::start(
+        &keys.folder.keys_dir(),
+        &publisher.tasks_endpoint,
+        &publisher.results_endpoint,
+    );
+    publisher.verify(&keys.task(1, b"warm-up"), PATIENCE).await;
+    let burst = keys.task(2, b"burst");
+    for id in 100..300 {
+        let task = VerifyTask {
+            task_id: id,
+            ..burst.clone()
+        };
+        let envelope = Envelope {
+            v: PROTOCOL_VERSION,
+            sender: "test-publisher".into(),
+            epoch: 1,
+            seq: id,
+            ts_ms: 0,
+            body: Body::VerifyTask(task),
+        };
+        assert!(publisher.send_raw(publisher.codec.encode(&envelope)).await);
+    }
+
+    verifier.sigterm();
+    let stopping = Instant::now();
+    let status = verifier.exit_status(PATIENCE).await;
+
+    assert!(status.success(), "exit status {status:?}");
+    assert!(
+        stopping.elapsed() < RECOVERY,
+        "stopping took {:?}",
+        stopping.elapsed()
+    );
+    let log = verifier.log();
+    assert!(log.contains("SIGTERM received"), "{log}");
+    assert!(log.contains("verdicts of tasks in flight pushed"), "{log}");
+    // Whatever verdicts made it out are right.
+    while let Some(envelope) = publisher.next(Duration::from_millis(300)).await {
+        if let Body::VerifyResult(result) = envelope.body {
+            assert_eq!(result.status, SignatureStatus::Valid, "{result:?}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_while_the_publisher_is_absent_exits_0_at_once() {
+    let keys = Keys::new();
+    let nowhere = format!("tcp://127.0.0.1:{}", free_port());
+    let mut verifier = Verifier::start(&keys.folder.keys_dir(), &nowhere, &nowhere);
+    verifier
+        .wait_for_log("publisher not reachable yet", PATIENCE)
+        .await;
+
+    verifier.sigterm();
+    let status = verifier.exit_status(Duration::from_secs(3)).await;
+
+    assert!(status.success(), "exit status {status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_keys_dir_stops_the_verifier_with_a_message_naming_it() {
+    let keys = Keys::new();
+    let missing = keys.folder.keys_dir().join("no-such-dir");
+    let mut verifier = Verifier::start(&missing, "tcp://127.0.0.1:1", "tcp://127.0.0.1:1");
+
+    let status = verifier.exit_status(PATIENCE).await;
+
+    assert!(!status.success());
+    let deadline = Instant::now() + PATIENCE;
+    while !verifier.log().contains("does not exist") {
+        assert!(Instant::now() < deadline, "log: {}", verifier.log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(verifier.log().contains("no-such-dir"), "{}", verifier.log());
+}
