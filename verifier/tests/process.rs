@@ -34,6 +34,22 @@ struct Publisher {
     last_seq: Option<(u64, u64)>,
 }
 
+/// Binds `endpoint`, retrying within a bound: a closed listener's port on a restart is
+/// released asynchronously.
+async fn bind_retrying(socket: &mut impl Socket, endpoint: &str) -> zeromq::Endpoint {
+    let start = std::time::Instant::now();
+    loop {
+        match socket.bind(endpoint).await {
+            Ok(bound) => return bound,
+            Err(e) => assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "{endpoint} binds: {e}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 impl Publisher {
     async fn bind(tasks: &str, results: &str) -> Self {
         Self::bind_with(tasks, results, Codec::default()).await
@@ -41,12 +57,9 @@ impl Publisher {
 
     async fn bind_with(tasks: &str, results: &str, codec: Codec) -> Self {
         let mut task_socket = PushSocket::new();
-        let tasks_endpoint = task_socket.bind(tasks).await.expect("task PUSH binds");
+        let tasks_endpoint = bind_retrying(&mut task_socket, tasks).await;
         let mut result_socket = PullSocket::new();
-        let results_endpoint = result_socket
-            .bind(results)
-            .await
-            .expect("result PULL binds");
+        let results_endpoint = bind_retrying(&mut result_socket, results).await;
         Publisher {
             tasks: task_socket,
             results: result_socket,
@@ -84,10 +97,7 @@ impl Publisher {
         let fresh = PullSocket::new();
         let old = std::mem::replace(&mut self.results, fresh);
         close_result_socket(old).await;
-        self.results
-            .bind(&self.results_endpoint)
-            .await
-            .expect("result PULL binds again");
+        bind_retrying(&mut self.results, &self.results_endpoint.clone()).await;
         self.last_seq = None;
     }
 
