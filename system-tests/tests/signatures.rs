@@ -272,6 +272,18 @@ async fn two_verifiers_share_400_requests_and_every_one_is_logged() {
         ids.insert(answer["id"].as_str().unwrap().to_owned());
     }
     assert_eq!(ids.len(), 400);
+    let metrics = system.get("/metrics").await.unwrap().text().await.unwrap();
+    for expected in [
+        "tasks_sent_total 400",
+        "http_requests_total{route=\"/signatures\",status=\"200\"} 400",
+        "events_published_total{topic=\"signature.requested\"}",
+        "verification_seconds_bucket",
+    ] {
+        assert!(
+            metrics.contains(expected),
+            "/metrics lacks {expected:?}:\n{metrics}"
+        );
+    }
     assert!(
         by.get("v1").is_some_and(|&n| n > 0) && by.get("v2").is_some_and(|&n| n > 0),
         "{by:?}"
