@@ -262,6 +262,13 @@ def main():
     print(f"(a)/(b): req/s {ratio:.2f} (target >= 0.85: {'met' if ratio >= 0.85 else 'NOT met'}),"
           f" publisher CPU/req {a['pub_cpu'] / b['pub_cpu']:.2f},"
           f" (publisher + subscriber) CPU/req {(a['pub_cpu'] + a['sub_cpu']) / b['pub_cpu']:.2f}")
+    total = (b["pub_cpu"] + b["wrk_cpu"]) / (a["pub_cpu"] + a["sub_cpu"] + a["wrk_cpu"])
+    print(f"(b)/(a) of all CPU per request (wrk + servers): {total:.2f}, which req/s (a)/(b) "
+          f"approaches when the cores are the limit")
+    busiest = max(s["others"] for runs in results.values() for s in runs)
+    if busiest > 0.2:
+        print(f"warning: other processes kept up to {busiest:.1f} cores busy during the load;"
+              f" compare rounds with equal `others`, or trust CPU/req over req/s")
     print("every 2xx request of every (a) round is in subscriber.log, no gap lines: yes")
 
 
