@@ -341,3 +341,68 @@ async fn killing_one_of_two_verifiers_mid_flight_loses_no_request() {
         assert_eq!(state["status"], *expected, "{id}: {state}");
     }
 }
+
+#[tokio::test]
+async fn a_verifier_started_before_the_publisher_verifies_once_it_comes() {
+    let system = System::new();
+    let alice = openssl::key_pair(system.dir.path(), "alice");
+    let _verifier = system.start_verifier("early");
+    tokio::time::sleep(Duration::from_millis(500)).await; // it tries, and waits
+    let _publisher = system.start_publisher().await;
+    system.until_verifiers(1).await;
+    let body = json!({"text": "doc", "signature": openssl::sign(&alice, b"doc"), "key": "alice"});
+    let (status, answer) = system.post_signature("?wait=10s", &body).await;
+    assert_eq!(
+        (status, answer["status"].as_str()),
+        (200, Some("valid")),
+        "{answer}"
+    );
+}
+
+#[tokio::test]
+async fn a_publisher_restarted_under_running_verifiers_gets_them_back_by_themselves() {
+    let system = System::new();
+    let alice = openssl::key_pair(system.dir.path(), "alice");
+    let body = json!({"text": "doc", "signature": openssl::sign(&alice, b"doc"), "key": "alice"});
+    let mut publisher = system.start_publisher().await;
+    let _v1 = system.start_verifier("v1");
+    let _v2 = system.start_verifier("v2");
+    system.until_verifiers(2).await;
+    assert_eq!(
+        system.post_signature("?wait=10s", &body).await.1["status"],
+        "valid"
+    );
+
+    // Once killed outright, once stopped gracefully: both verifiers come back within seconds.
+    for graceful in [false, true] {
+        if graceful {
+            assert!(publisher.terminate(Duration::from_secs(10)).await.success());
+        } else {
+            publisher.kill();
+        }
+        publisher = system.start_publisher().await;
+        let restarted = Instant::now();
+        system.until_verifiers(2).await;
+        assert!(
+            restarted.elapsed() < Duration::from_secs(10),
+            "took {:?}",
+            restarted.elapsed()
+        );
+        let mut by = HashSet::new();
+        for _ in 0..6 {
+            let (status, answer) = system.post_signature("?wait=10s", &body).await;
+            assert_eq!(
+                (status, answer["status"].as_str()),
+                (200, Some("valid")),
+                "{answer}"
+            );
+            by.insert(
+                answer["verified_by"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            );
+        }
+        assert_eq!(by.len(), 2, "both verifiers work again: {by:?}");
+    }
+}
