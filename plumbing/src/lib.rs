@@ -110,46 +110,79 @@ mod tests {
         assert!(parse_endpoint("pub:4444").is_err());
         assert!(parse_endpoint("tcp://pub:99999").is_err());
     }
+
+    #[test]
+    fn a_burst_of_rejects_warns_once_but_counts_all() {
+        let rejects = super::Rejects::new("a message that could not be decoded");
+        let warned = (0..1000)
+            .filter(|_| rejects.record("tcp://x:1", &"garbage"))
+            .count();
+        assert_eq!(warned, 1);
+        assert_eq!(rejects.total(), 1000);
+    }
 }
 
-/// Counts messages dropped because they could not be decoded, and says so in the log at
-/// most once per interval, so a flood of garbage cannot flood the log.
+/// Counts messages dropped because they are not valid (undecodable, bad tag, the wrong kind),
+/// and warns at most once per interval with how many went since, so a flood of garbage cannot
+/// flood the log; the drops in between are logged at debug level.
 #[derive(Debug)]
 pub struct Rejects {
     what: &'static str,
-    count: std::sync::atomic::AtomicU64,
-    last_warning: std::sync::Mutex<Option<std::time::Instant>>,
+    state: std::sync::Mutex<RejectState>,
+}
+
+#[derive(Debug, Default)]
+struct RejectState {
+    total: u64,
+    unreported: u64,
+    last_warning: Option<std::time::Instant>,
 }
 
 impl Rejects {
     /// How often at most a warning is logged.
-    const WARN_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+    pub const WARN_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
-    /// A counter for messages arriving on `what` (e.g. "event socket").
+    /// A counter whose warnings say "dropped `what`", e.g. "a message that could not be decoded".
     pub const fn new(what: &'static str) -> Self {
         Rejects {
             what,
-            count: std::sync::atomic::AtomicU64::new(0),
-            last_warning: std::sync::Mutex::new(None),
+            state: std::sync::Mutex::new(RejectState {
+                total: 0,
+                unreported: 0,
+                last_warning: None,
+            }),
         }
     }
 
-    /// Counts one dropped message and warns when the last warning is old enough.
-    pub fn record(&self, cause: &dyn std::fmt::Display) {
-        let total = self
-            .count
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-            + 1;
-        let mut last = self.last_warning.lock().unwrap_or_else(|p| p.into_inner());
+    /// Counts one message dropped on `on` (an endpoint or socket) for `cause`; returns whether
+    /// this one was warned about.
+    pub fn record(&self, on: &str, cause: &dyn std::fmt::Display) -> bool {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.total += 1;
+        state.unreported += 1;
         let now = std::time::Instant::now();
-        if last.is_none_or(|at| now.duration_since(at) >= Self::WARN_EVERY) {
-            *last = Some(now);
-            tracing::warn!(on = self.what, %cause, total, "dropped a message that could not be decoded");
+        if state
+            .last_warning
+            .is_some_and(|at| now.duration_since(at) < Self::WARN_EVERY)
+        {
+            tracing::debug!(on, %cause, "dropped {}", self.what);
+            return false;
         }
+        tracing::warn!(
+            on,
+            %cause,
+            dropped = state.unreported,
+            dropped_total = state.total,
+            "dropped {}",
+            self.what
+        );
+        state.unreported = 0;
+        state.last_warning = Some(now);
+        true
     }
 
     /// Messages dropped so far.
     pub fn total(&self) -> u64 {
-        self.count.load(std::sync::atomic::Ordering::Relaxed)
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).total
     }
 }

@@ -184,7 +184,7 @@ struct Dispatcher {
 
 impl Dispatcher {
     async fn run(mut self, mut jobs: mpsc::Receiver<Job>, mut pull: PullSocket) {
-        let rejects = plumbing::Rejects::new("results socket");
+        let rejects = plumbing::Rejects::new("a message that could not be decoded");
         let mut tick = tokio::time::interval(TICK);
         let mut stopping: Option<Instant> = None;
         loop {
@@ -196,7 +196,9 @@ impl Dispatcher {
                 message = pull.recv() => match message {
                     Ok(message) => match self.codec.decode(&message) {
                         Ok(envelope) => self.receive(envelope).await,
-                        Err(e) => rejects.record(&e),
+                        Err(e) => {
+                            rejects.record("results socket", &e);
+                        }
                     },
                     Err(e) => tracing::debug!(cause = %e, "result receive interrupted"),
                 },

@@ -30,7 +30,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let mut writer = tokio::task::spawn_blocking(move || log.run(queue));
 
     let stop = CancellationToken::new();
-    let rejects = Arc::new(Rejects::new("event socket"));
+    let rejects = Arc::new(Rejects::new("a message that could not be decoded"));
     let mut receivers = tokio::task::JoinSet::new();
     for endpoint in config.events_connect {
         let (codec, arrivals, rejects, stop) = (

@@ -46,7 +46,9 @@ pub async fn receive(
                         break;
                     }
                 }
-                Err(e) => rejects.record(&e),
+                Err(e) => {
+                    rejects.record(&endpoint, &e);
+                }
             },
             // The connection dropped; the socket reconnects by itself.
             Err(e) => tracing::debug!(%endpoint, cause = %e, "receive interrupted"),

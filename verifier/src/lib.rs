@@ -8,7 +8,6 @@
 
 pub mod address;
 pub mod config;
-pub mod drops;
 pub mod keys;
 mod link;
 pub mod pool;

@@ -14,12 +14,12 @@
 
 use crate::address;
 use crate::config::PublisherEndpoints;
-use crate::drops::Drops;
 use crate::keys::KeyRing;
 use crate::pool::Pool;
 use crate::verify::verify_task;
 use futures::StreamExt;
 use futures::channel::mpsc as events;
+use plumbing::Rejects;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -149,7 +149,7 @@ pub(crate) struct Link {
     generation: u64,
     /// Tasks handed to the pool whose verdict has not come back yet.
     pending: usize,
-    drops: Drops,
+    drops: Rejects,
 }
 
 impl Link {
@@ -169,7 +169,7 @@ impl Link {
             seq: 0,
             generation: 0,
             pending: 0,
-            drops: Drops::default(),
+            drops: Rejects::new("messages that are not valid tasks"),
         }
     }
 
