@@ -80,8 +80,9 @@ impl Results {
             match inner.entries.get(oldest) {
                 Some(e) if now.duration_since(e.created) < self.ttl => break,
                 _ => {
-                    let id = inner.order.pop_front();
-                    id.map(|id| inner.entries.remove(&id));
+                    if let Some(id) = inner.order.pop_front() {
+                        inner.entries.remove(&id);
+                    }
                 }
             }
         }

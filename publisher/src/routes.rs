@@ -134,6 +134,19 @@ fn stopping(_: Stopped) -> ApiError {
 /// The one value of `name` in a query string, percent-decoded (`+` is a space) and strictly
 /// UTF-8. Missing, repeated, undecodable and over-long values are the client's mistake.
 fn single_param(query: &str, name: &str, max_bytes: usize) -> Result<String, ApiError> {
+    optional_param(query, name, max_bytes)?.ok_or_else(|| {
+        ApiError::BadRequest(format!(
+            "missing query parameter `{name}`, e.g. ?{name}=HeLLo"
+        ))
+    })
+}
+
+/// Like [`single_param`], for a parameter that may be left out.
+pub(crate) fn optional_param(
+    query: &str,
+    name: &str,
+    max_bytes: usize,
+) -> Result<Option<String>, ApiError> {
     let mut found = None;
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
@@ -160,11 +173,7 @@ fn single_param(query: &str, name: &str, max_bytes: usize) -> Result<String, Api
         }
         found = Some(value);
     }
-    found.ok_or_else(|| {
-        ApiError::BadRequest(format!(
-            "missing query parameter `{name}`, e.g. ?{name}=HeLLo"
-        ))
-    })
+    Ok(found)
 }
 
 fn decode<'a>(raw: &'a str, what: &str) -> Result<Cow<'a, str>, ApiError> {

@@ -4,7 +4,7 @@
 
 use crate::error::ApiError;
 use crate::results::{Record, State};
-use crate::routes::AppState;
+use crate::routes::{AppState, optional_param};
 use crate::verification::{Job, Present};
 use axum::Json;
 use axum::body::Bytes;
@@ -208,14 +208,9 @@ fn check(
 
 /// `?wait=2s` (any humantime duration, or plain seconds), capped at `max`.
 fn wait_param(query: Option<&str>, max: Duration) -> Result<Option<Duration>, ApiError> {
-    let Some(value) = query
-        .unwrap_or("")
-        .split('&')
-        .find_map(|pair| pair.strip_prefix("wait="))
-    else {
+    let Some(value) = optional_param(query.unwrap_or(""), "wait", 64)? else {
         return Ok(None);
     };
-    let value = percent_encoding::percent_decode_str(value).decode_utf8_lossy();
     let wait = value
         .parse::<f64>()
         .ok()
