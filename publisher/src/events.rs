@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use wire::{Body, Codec, Envelope, Heartbeat, PROTOCOL_VERSION};
+use wire::{Broadcast, Channel, Codec, Envelope, Event, Heartbeat, Origin};
 use zeromq::{PubSocket, Socket, SocketSend};
 
 /// Events that may wait between the handlers and the socket before handlers are made to wait.
@@ -41,26 +41,17 @@ pub struct Stopped;
 /// Cheap to clone; every request handler holds one.
 #[derive(Clone)]
 pub struct Events {
-    identity: Arc<Identity>,
+    identity: Arc<Origin>,
     /// Last sequence number handed out. The lock also covers the hand-off to the channel.
     seq: Arc<Mutex<u64>>,
     /// `None` when publishing is disabled: numbers are still given, nothing is sent.
-    queue: Option<mpsc::Sender<Envelope<Body>>>,
-}
-
-/// Who this publisher is on the wire.
-#[derive(Debug)]
-pub struct Identity {
-    /// Publisher id.
-    pub id: String,
-    /// This run's epoch: the start time in ms, so a restart is a new epoch.
-    pub epoch: u64,
+    queue: Option<mpsc::Sender<Envelope<Broadcast>>>,
 }
 
 impl Events {
     /// Numbers `body` as the next event and queues it for the socket, waiting while the
     /// queue is full. Returns once the event is on the publishing path.
-    pub async fn publish(&self, body: Body) -> Result<Published, Stopped> {
+    pub async fn publish(&self, event: Event) -> Result<Published, Stopped> {
         let permit = match &self.queue {
             Some(queue) => Some(queue.reserve().await.map_err(|_| Stopped)?),
             None => None,
@@ -69,20 +60,13 @@ impl Events {
         *last += 1;
         let seq = *last;
         if let Some(permit) = permit {
-            permit.send(Envelope {
-                v: PROTOCOL_VERSION,
-                sender: self.identity.id.clone(),
-                epoch: self.identity.epoch,
-                seq,
-                ts_ms: wire::now_ms(),
-                body,
-            });
+            permit.send(self.identity.envelope(seq, Broadcast::Event(event)));
         }
         Ok(Published { seq })
     }
 
     /// This publisher's identity.
-    pub fn identity(&self) -> &Identity {
+    pub fn identity(&self) -> &Origin {
         &self.identity
     }
 }
@@ -104,7 +88,7 @@ impl Flusher {
 /// Binds the PUB socket (unless publishing is disabled) and starts the task that owns it.
 /// Returns the handle for handlers, the task to await on shutdown, and the bound endpoint.
 pub async fn start(
-    identity: Identity,
+    identity: Origin,
     bind: &str,
     codec: Codec,
     heartbeat_interval: Duration,
@@ -144,9 +128,9 @@ pub async fn start(
 /// Sends queued events in order until every sender is gone; heartbeats while nothing flows.
 async fn own_socket(
     mut socket: PubSocket,
-    mut queue: mpsc::Receiver<Envelope<Body>>,
+    mut queue: mpsc::Receiver<Envelope<Broadcast>>,
     codec: Codec,
-    identity: Arc<Identity>,
+    identity: Arc<Origin>,
     heartbeat_interval: Duration,
 ) {
     let mut batch = Vec::with_capacity(BATCH);
@@ -181,14 +165,7 @@ async fn own_socket(
             }
             _ = heartbeat.tick() => {
                 if !std::mem::take(&mut sent_since_tick) {
-                    let beat = Envelope {
-                        v: PROTOCOL_VERSION,
-                        sender: identity.id.clone(),
-                        epoch: identity.epoch,
-                        seq: last_seq,
-                        ts_ms: wire::now_ms(),
-                        body: Body::Heartbeat(Heartbeat { last_seq }),
-                    };
+                    let beat = identity.envelope(last_seq, Broadcast::Heartbeat(Heartbeat { last_seq }));
                     send(&mut socket, codec.encode(&beat)).await;
                 }
             }

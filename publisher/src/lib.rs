@@ -37,10 +37,7 @@ impl Publisher {
     /// Binds the HTTP listener and the event socket.
     pub async fn bind(config: Config) -> anyhow::Result<Self> {
         let codec = config.common.codec()?;
-        let identity = events::Identity {
-            id: config.id.clone(),
-            epoch: wire::now_ms(),
-        };
+        let identity = wire::Origin::starting_now(config.id.clone());
         let listener = tokio::net::TcpListener::bind(&config.http_addr)
             .await
             .with_context(|| format!("cannot listen on HTTP_ADDR {}", config.http_addr))?;

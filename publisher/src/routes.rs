@@ -15,7 +15,7 @@ use serde::Serialize;
 use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
-use wire::{Body, Downcase};
+use wire::{Downcase, Event};
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -74,7 +74,7 @@ async fn downcase(
     let result = param.to_lowercase();
     let published = app
         .events
-        .publish(Body::Downcase(Downcase {
+        .publish(Event::Downcase(Downcase {
             param: param.clone(),
             result: result.clone(),
         }))

@@ -16,7 +16,7 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::time::Duration;
-use wire::{Body, SignatureRequested};
+use wire::{Event, SignatureRequested};
 
 /// The request body. Unknown fields are ignored.
 #[derive(Deserialize)]
@@ -94,7 +94,7 @@ pub async fn submit(
         text_len: document.len() as u64,
     };
     app.events
-        .publish(Body::SignatureRequested(requested))
+        .publish(Event::SignatureRequested(requested))
         .await
         .map_err(|_| busy("the service is stopping"))?;
     let job = Job {

@@ -12,8 +12,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use wire::{
-    Body, Codec, Envelope, KeyInfo, PROTOCOL_VERSION, SignatureOutcome, SignatureStatus,
-    VerifyResult, VerifyTask,
+    Codec, Envelope, Event, KeyInfo, Reply, SignatureOutcome, SignatureStatus, Verdict, VerifyTask,
 };
 use zeromq::{PullSocket, PushSocket, Socket, SocketRecv, SocketSend, ZmqMessage};
 
@@ -194,7 +193,7 @@ impl Dispatcher {
                     None => stopping = Some(Instant::now()),
                 },
                 message = pull.recv() => match message {
-                    Ok(message) => match self.codec.decode(&message) {
+                    Ok(message) => match self.codec.decode::<Reply>(&message) {
                         Ok(envelope) => self.receive(envelope).await,
                         Err(e) => {
                             rejects.record("results socket", &e);
@@ -241,21 +240,16 @@ impl Dispatcher {
         };
         pending.attempts += 1;
         pending.deadline = Instant::now() + self.task_timeout;
-        let identity = self.events.identity();
-        let envelope = Envelope {
-            v: PROTOCOL_VERSION,
-            sender: identity.id.clone(),
-            epoch: identity.epoch,
-            seq: task_id,
-            ts_ms: wire::now_ms(),
-            body: Body::VerifyTask(VerifyTask {
+        let envelope = self.events.identity().envelope(
+            task_id,
+            VerifyTask {
                 task_id,
                 key: pending.job.key.clone(),
                 document: pending.job.document.clone(),
                 signature: pending.job.signature.clone(),
                 attempt: pending.attempts,
-            }),
-        };
+            },
+        );
         let counter = if pending.attempts == 1 {
             "tasks_sent_total"
         } else {
@@ -265,9 +259,9 @@ impl Dispatcher {
         let _ = self.outbox.send(self.codec.encode(&envelope));
     }
 
-    async fn receive(&mut self, envelope: Envelope<Body>) {
+    async fn receive(&mut self, envelope: Envelope<Reply>) {
         match envelope.body {
-            Body::VerifierHeartbeat(beat) => {
+            Reply::Heartbeat(beat) => {
                 let mut verifiers = self.verifiers.lock().unwrap_or_else(|p| p.into_inner());
                 let known = verifiers
                     .0
@@ -276,15 +270,11 @@ impl Dispatcher {
                     tracing::info!(verifier = %envelope.sender, "verifier joined");
                 }
             }
-            Body::VerifyResult(result) => self.verdict(&envelope.sender, result).await,
-            other => tracing::debug!(
-                topic = other.topic(),
-                "unexpected message on the results socket"
-            ),
+            Reply::Verdict(result) => self.verdict(&envelope.sender, result).await,
         }
     }
 
-    async fn verdict(&mut self, verifier: &str, result: VerifyResult) {
+    async fn verdict(&mut self, verifier: &str, result: Verdict) {
         let Some(pending) = self.pending.get(&result.task_id) else {
             metrics::counter!("tasks_duplicate_results_total").increment(1);
             tracing::debug!(task_id = result.task_id, %verifier, "late or duplicate result ignored");
@@ -376,7 +366,7 @@ impl Dispatcher {
         };
         if self
             .events
-            .publish(Body::SignatureOutcome(outcome))
+            .publish(Event::SignatureOutcome(outcome))
             .await
             .is_err()
         {

@@ -10,7 +10,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use tokio::sync::mpsc;
-use wire::{Body, Envelope};
+use wire::{Broadcast, Envelope};
 
 /// An open log file and the numbering state that decides what is written to it.
 pub struct LogFile {
@@ -41,7 +41,7 @@ impl LogFile {
     }
 
     /// Writes what arrives until the channel closes, then flushes and syncs the file.
-    pub fn run(mut self, mut arrivals: mpsc::Receiver<Envelope<Body>>) -> anyhow::Result<()> {
+    pub fn run(mut self, mut arrivals: mpsc::Receiver<Envelope<Broadcast>>) -> anyhow::Result<()> {
         while let Some(first) = arrivals.blocking_recv() {
             self.take(first)?;
             while let Ok(next) = arrivals.try_recv() {
@@ -58,8 +58,9 @@ impl LogFile {
         Ok(())
     }
 
-    fn take(&mut self, envelope: Envelope<Body>) -> anyhow::Result<()> {
+    fn take(&mut self, envelope: Envelope<Broadcast>) -> anyhow::Result<()> {
         let now = wire::now_ms();
+        let (envelope, body) = envelope.into_parts();
         let gap = |(first, last)| Entry::Gap {
             sender: envelope.sender.clone(),
             epoch: envelope.epoch,
@@ -67,15 +68,18 @@ impl LogFile {
             last,
             ts_ms: now,
         };
-        if let Body::Heartbeat(beat) = &envelope.body {
-            let missing = self
-                .streams
-                .heartbeat(&envelope.sender, envelope.epoch, beat.last_seq);
-            if let Some(range) = missing {
-                self.write(&gap(range))?;
+        let event = match body {
+            Broadcast::Heartbeat(beat) => {
+                let missing =
+                    self.streams
+                        .heartbeat(&envelope.sender, envelope.epoch, beat.last_seq);
+                if let Some(range) = missing {
+                    self.write(&gap(range))?;
+                }
+                return Ok(());
             }
-            return Ok(());
-        }
+            Broadcast::Event(event) => event,
+        };
         match self
             .streams
             .admit(&envelope.sender, envelope.epoch, envelope.seq)
@@ -87,7 +91,7 @@ impl LogFile {
             Admit::AfterGap { first, last } => self.write(&gap((first, last)))?,
             Admit::Next => {}
         }
-        self.write(&Entry::Event(envelope))
+        self.write(&Entry::Event(envelope.with(event)))
     }
 
     fn write(&mut self, entry: &Entry) -> anyhow::Result<()> {

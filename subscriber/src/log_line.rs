@@ -4,13 +4,13 @@
 use crate::config::Format;
 use std::fmt::Write;
 use std::time::{Duration, UNIX_EPOCH};
-use wire::{Body, Envelope};
+use wire::{Channel, Envelope, Event};
 
 /// One line of the log: an event, or the explicit record of events that never arrived.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Entry {
     /// An event as received.
-    Event(Envelope<Body>),
+    Event(Envelope<Event>),
     /// Events `first..=last` of `sender`'s `epoch` were not received.
     Gap {
         /// The publisher.
@@ -33,17 +33,17 @@ enum Value<'a> {
 }
 
 /// The fields written after the header, in order.
-fn fields(body: &Body) -> Vec<(&'static str, Value<'_>)> {
+fn fields(event: &Event) -> Vec<(&'static str, Value<'_>)> {
     use Value::{Number, Text};
-    match body {
-        Body::Downcase(d) => vec![("param", Text(&d.param)), ("result", Text(&d.result))],
-        Body::SignatureRequested(r) => vec![
+    match event {
+        Event::Downcase(d) => vec![("param", Text(&d.param)), ("result", Text(&d.result))],
+        Event::SignatureRequested(r) => vec![
             ("id", Text(&r.id)),
             ("key", Text(&r.key)),
             ("text_sha256", Text(&r.text_sha256)),
             ("text_len", Number(r.text_len)),
         ],
-        Body::SignatureOutcome(o) => {
+        Event::SignatureOutcome(o) => {
             let mut f = vec![
                 ("id", Text(&o.id)),
                 ("key", Text(&o.key)),
@@ -58,14 +58,6 @@ fn fields(body: &Body) -> Vec<(&'static str, Value<'_>)> {
             f.push(("attempts", Number(u64::from(o.attempts))));
             f
         }
-        Body::Heartbeat(h) => vec![("last_seq", Number(h.last_seq))],
-        // Task traffic never reaches a subscriber; written generically should it ever.
-        Body::VerifyTask(t) => vec![("task_id", Number(t.task_id)), ("key", Text(&t.key))],
-        Body::VerifyResult(r) => vec![
-            ("task_id", Number(r.task_id)),
-            ("status", Text(r.status.as_str())),
-        ],
-        Body::VerifierHeartbeat(h) => vec![("in_flight", Number(u64::from(h.in_flight)))],
     }
 }
 
@@ -206,7 +198,7 @@ fn escape_token(value: &str, out: &mut String) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use wire::{Downcase, PROTOCOL_VERSION};
+    use wire::Downcase;
 
     fn escaped(value: &str) -> String {
         let mut out = String::new();
@@ -215,17 +207,19 @@ mod tests {
     }
 
     fn downcase(sender: &str, param: &str) -> Entry {
-        Entry::Event(Envelope {
-            v: PROTOCOL_VERSION,
-            sender: sender.into(),
+        let origin = wire::Origin {
+            id: sender.into(),
             epoch: 1,
-            seq: 42,
-            ts_ms: 1_700_000_000_123,
-            body: Body::Downcase(Downcase {
+        };
+        let mut envelope = origin.envelope(
+            42,
+            Event::Downcase(Downcase {
                 param: param.into(),
                 result: param.to_lowercase(),
             }),
-        })
+        );
+        envelope.ts_ms = 1_700_000_000_123;
+        Entry::Event(envelope)
     }
 
     fn line(entry: &Entry, format: Format) -> String {

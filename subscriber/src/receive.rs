@@ -4,14 +4,14 @@
 use plumbing::Rejects;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use wire::{Body, Codec, Envelope};
+use wire::{Broadcast, Codec, Envelope};
 use zeromq::{Socket, SocketOptions, SocketRecv, SubSocket};
 
 /// Receives from `endpoint` until `stop` is cancelled or the writer is gone.
 pub async fn receive(
     endpoint: String,
     codec: Codec,
-    arrivals: mpsc::Sender<Envelope<Body>>,
+    arrivals: mpsc::Sender<Envelope<Broadcast>>,
     rejects: &Rejects,
     stop: CancellationToken,
 ) {

@@ -4,27 +4,24 @@
 use bytes::Bytes;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use wire::{Body, Codec, Downcase, Envelope, Heartbeat, PROTOCOL_VERSION};
+use wire::{Broadcast, Codec, Downcase, Event, Heartbeat, Origin};
 use zeromq::{PubSocket, Socket, SocketSend, ZmqMessage};
 
-fn event(seq: u64, body: Body) -> ZmqMessage {
-    Codec::default().encode(&Envelope {
-        v: PROTOCOL_VERSION,
-        sender: "fake-pub".into(),
+fn event(seq: u64, body: Broadcast) -> ZmqMessage {
+    let fake = Origin {
+        id: "fake-pub".into(),
         epoch: 1,
-        seq,
-        ts_ms: wire::now_ms(),
-        body,
-    })
+    };
+    Codec::default().encode(&fake.envelope(seq, body))
 }
 
 fn downcase(seq: u64, param: &str) -> ZmqMessage {
     event(
         seq,
-        Body::Downcase(Downcase {
+        Broadcast::Event(Event::Downcase(Downcase {
             param: param.into(),
             result: param.to_lowercase(),
-        }),
+        })),
     )
 }
 
@@ -78,7 +75,7 @@ async fn garbage_is_dropped_and_a_numbering_jump_is_a_gap_line() {
     }
     socket.send(downcase(2, "Second")).await.unwrap();
     socket
-        .send(event(2, Body::Heartbeat(Heartbeat { last_seq: 2 })))
+        .send(event(2, Broadcast::Heartbeat(Heartbeat { last_seq: 2 })))
         .await
         .unwrap();
     socket.send(downcase(2, "Second again")).await.unwrap();

@@ -74,8 +74,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         "verifier starting"
     );
     let shared = Arc::new(Shared {
-        id: config.id,
-        epoch: wire::now_ms(),
+        origin: wire::Origin::starting_now(config.id),
         codec: Codec::new(shared_key),
         keys: Arc::new(keys),
         key_infos,

@@ -27,9 +27,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
-use wire::{
-    Body, Codec, Envelope, KeyInfo, PROTOCOL_VERSION, VerifierHeartbeat, VerifyResult, VerifyTask,
-};
+use wire::{Codec, KeyInfo, Origin, Reply, Verdict, VerifierHeartbeat, VerifyTask};
 use zeromq::{
     PullSocket, PushSocket, Socket, SocketEvent, SocketOptions, SocketRecv, SocketSend, ZmqError,
     ZmqMessage,
@@ -52,10 +50,8 @@ const FLUSH_GRACE: Duration = Duration::from_millis(200);
 
 /// What every link of the process shares.
 pub(crate) struct Shared {
-    /// Sender id in every envelope.
-    pub id: String,
-    /// Start time of this process in ms: the envelope epoch.
-    pub epoch: u64,
+    /// Sender id and epoch of every envelope.
+    pub origin: Origin,
     /// Encodes results and heartbeats, decodes tasks.
     pub codec: Codec,
     /// The keys, shared with the worker threads.
@@ -75,7 +71,7 @@ pub(crate) struct Shared {
 /// A verdict coming back from the pool.
 struct Done {
     generation: u64,
-    result: VerifyResult,
+    result: Verdict,
     /// Held until the result is pushed (or discarded).
     _ticket: Ticket,
 }
@@ -313,7 +309,7 @@ impl Link {
                 }
                 Wake::Moved(reason) => return Ended::Lost(reason),
                 Wake::Heartbeat => {
-                    let body = Body::VerifierHeartbeat(VerifierHeartbeat {
+                    let body = Reply::Heartbeat(VerifierHeartbeat {
                         keys: self.shared.key_infos.clone(),
                         in_flight: self.in_flight(),
                     });
@@ -364,18 +360,14 @@ impl Link {
 
     /// Decodes a message from the task socket and hands a task to the pool.
     fn accept(&mut self, message: &ZmqMessage, permit: &mut Option<OwnedSemaphorePermit>) {
-        let envelope = match self.shared.codec.decode(message) {
+        let envelope = match self.shared.codec.decode::<VerifyTask>(message) {
             Ok(envelope) => envelope,
             Err(error) => {
                 self.drops.record(&self.endpoints.tasks, &error);
                 return;
             }
         };
-        let Body::VerifyTask(task) = envelope.body else {
-            let cause = format!("unexpected {:?} message", envelope.body.topic());
-            self.drops.record(&self.endpoints.tasks, &cause);
-            return;
-        };
+        let (envelope, task) = envelope.into_parts();
         let Some(permit) = permit.take() else {
             // `serve` only receives with a permit in hand.
             return;
@@ -419,7 +411,7 @@ impl Link {
             status = done.result.status.as_str(),
             "verdict pushed"
         );
-        self.send(connection, Body::VerifyResult(done.result)).await
+        self.send(connection, Reply::Verdict(done.result)).await
     }
 
     /// Drops the verdict of a task from a lost connection: its publisher is gone, and the new
@@ -432,16 +424,9 @@ impl Link {
         );
     }
 
-    async fn send(&mut self, connection: &mut Connection, body: Body) -> Result<(), String> {
+    async fn send(&mut self, connection: &mut Connection, body: Reply) -> Result<(), String> {
         self.seq += 1;
-        let envelope = Envelope {
-            v: PROTOCOL_VERSION,
-            sender: self.shared.id.clone(),
-            epoch: self.shared.epoch,
-            seq: self.seq,
-            ts_ms: wire::now_ms(),
-            body,
-        };
+        let envelope = self.shared.origin.envelope(self.seq, body);
         let message = self.shared.codec.encode(&envelope);
         match tokio::time::timeout(SEND_TIMEOUT, connection.results.send(message)).await {
             Ok(Ok(())) => Ok(()),

@@ -3,7 +3,7 @@
 //! for every task; it is pure CPU work and never blocks on anything else.
 
 use crate::keys::KeyRing;
-use wire::{SignatureStatus, VerifyResult, VerifyTask};
+use wire::{SignatureStatus, Verdict, VerifyTask};
 
 /// Longest piece of a caller-supplied key id quoted back in a reason.
 const MAX_QUOTED_ID: usize = 64;
@@ -13,7 +13,7 @@ const MAX_QUOTED_ID: usize = 64;
 /// - `valid`: the signature matches.
 /// - `invalid` with a reason: it does not match, or its length is not the key's modulus length.
 /// - `error` with a reason: this verifier has no key with that id.
-pub fn verify_task(keys: &KeyRing, task: &VerifyTask) -> VerifyResult {
+pub fn verify_task(keys: &KeyRing, task: &VerifyTask) -> Verdict {
     let (status, reason) = match keys.get(&task.key) {
         None => (
             SignatureStatus::Error,
@@ -36,7 +36,7 @@ pub fn verify_task(keys: &KeyRing, task: &VerifyTask) -> VerifyResult {
             ),
         },
     };
-    VerifyResult {
+    Verdict {
         task_id: task.task_id,
         status,
         reason,

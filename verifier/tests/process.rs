@@ -11,8 +11,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use wire::{
-    Body, Codec, Envelope, PROTOCOL_VERSION, SharedKey, SignatureStatus, VerifierHeartbeat,
-    VerifyResult, VerifyTask,
+    Codec, Envelope, Origin, PROTOCOL_VERSION, Reply, SharedKey, SignatureStatus, Verdict,
+    VerifierHeartbeat, VerifyTask,
 };
 use zeromq::{PullSocket, PushSocket, Socket, SocketRecv, SocketSend, ZmqMessage};
 
@@ -106,14 +106,14 @@ impl Publisher {
     }
 
     /// The next message from a verifier, decoded; checks the envelope on the way.
-    async fn next(&mut self, within: Duration) -> Option<Envelope<Body>> {
+    async fn next(&mut self, within: Duration) -> Option<Envelope<Reply>> {
         let message = tokio::time::timeout(within, self.results.recv())
             .await
             .ok()?
             .expect("result PULL receives");
         let envelope = self
             .codec
-            .decode(&message)
+            .decode::<Reply>(&message)
             .expect("verifier messages decode");
         assert_eq!(envelope.v, PROTOCOL_VERSION);
         assert_eq!(envelope.sender, VERIFIER_ID);
@@ -135,7 +135,7 @@ impl Publisher {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.next(left).await.map(|e| e.body) {
-                Some(Body::VerifierHeartbeat(heartbeat)) => return heartbeat,
+                Some(Reply::Heartbeat(heartbeat)) => return heartbeat,
                 Some(_) => continue,
                 None => panic!("no heartbeat within {within:?}"),
             }
@@ -144,16 +144,9 @@ impl Publisher {
 
     /// Sends a task and waits for its verdict, sending it again now and then like the real
     /// publisher does (a task sent into a connection that is closing is lost).
-    async fn verify(&mut self, task: &VerifyTask, within: Duration) -> VerifyResult {
+    async fn verify(&mut self, task: &VerifyTask, within: Duration) -> Verdict {
         let deadline = Instant::now() + within;
-        let envelope = Envelope {
-            v: PROTOCOL_VERSION,
-            sender: "test-publisher".into(),
-            epoch: 1,
-            seq: task.task_id,
-            ts_ms: wire::now_ms(),
-            body: Body::VerifyTask(task.clone()),
-        };
+        let envelope = test_publisher().envelope(task.task_id, task.clone());
         while Instant::now() < deadline {
             if !self.send_raw(self.codec.encode(&envelope)).await {
                 // No verifier connected yet: a PUSH refuses at once.
@@ -164,7 +157,7 @@ impl Publisher {
             loop {
                 let left = resend_at.saturating_duration_since(Instant::now());
                 match self.next(left).await.map(|e| e.body) {
-                    Some(Body::VerifyResult(result)) if result.task_id == task.task_id => {
+                    Some(Reply::Verdict(result)) if result.task_id == task.task_id => {
                         return result;
                     }
                     Some(_) => continue,
@@ -173,6 +166,14 @@ impl Publisher {
             }
         }
         panic!("no verdict for task {} within {within:?}", task.task_id);
+    }
+}
+
+/// The sender of the tasks this fake publisher sends.
+fn test_publisher() -> Origin {
+    Origin {
+        id: "test-publisher".into(),
+        epoch: 1,
     }
 }
 
@@ -483,17 +484,13 @@ async fn undecodable_messages_are_dropped_and_verification_goes_on() {
 
     let mut two_frames = ZmqMessage::from("task.verify");
     two_frames.push_back(vec![0xc1, 0xff, 0x00].into());
-    let heartbeat_as_task = publisher.codec.encode(&Envelope {
-        v: PROTOCOL_VERSION,
-        sender: "test-publisher".into(),
-        epoch: 1,
-        seq: 1,
-        ts_ms: 0,
-        body: Body::VerifierHeartbeat(VerifierHeartbeat {
+    let heartbeat_as_task = publisher.codec.encode(&test_publisher().envelope(
+        1,
+        Reply::Heartbeat(VerifierHeartbeat {
             keys: vec![],
             in_flight: 0,
         }),
-    });
+    ));
     for garbage in [ZmqMessage::from("junk"), two_frames, heartbeat_as_task] {
         assert!(publisher.send_raw(garbage).await);
     }
@@ -524,14 +521,11 @@ async fn with_a_shared_key_tasks_and_verdicts_carry_tags_and_untagged_tasks_are_
     let tagged = publisher.verify(&keys.task(1, b"tagged"), PATIENCE).await;
     assert_eq!(tagged.status, SignatureStatus::Valid);
 
-    let untagged = Codec::default().encode(&Envelope {
-        v: PROTOCOL_VERSION,
-        sender: "forger".into(),
+    let forger = Origin {
+        id: "forger".into(),
         epoch: 1,
-        seq: 1,
-        ts_ms: 0,
-        body: Body::VerifyTask(keys.task(2, b"forged")),
-    });
+    };
+    let untagged = Codec::default().encode(&forger.envelope(1, keys.task(2, b"forged")));
     assert!(publisher.send_raw(untagged).await);
 
     verifier
@@ -559,14 +553,7 @@ async fn sigterm_pushes_the_verdicts_in_flight_and_exits_0_within_seconds() {
             task_id: id,
             ..burst.clone()
         };
-        let envelope = Envelope {
-            v: PROTOCOL_VERSION,
-            sender: "test-publisher".into(),
-            epoch: 1,
-            seq: id,
-            ts_ms: 0,
-            body: Body::VerifyTask(task),
-        };
+        let envelope = test_publisher().envelope(id, task);
         assert!(publisher.send_raw(publisher.codec.encode(&envelope)).await);
     }
 
@@ -585,7 +572,7 @@ async fn sigterm_pushes_the_verdicts_in_flight_and_exits_0_within_seconds() {
     assert!(log.contains("verdicts of tasks in flight pushed"), "{log}");
     // Whatever verdicts made it out are right.
     while let Some(envelope) = publisher.next(Duration::from_millis(300)).await {
-        if let Body::VerifyResult(result) = envelope.body {
+        if let Reply::Verdict(result) = envelope.body {
             assert_eq!(result.status, SignatureStatus::Valid, "{result:?}");
         }
     }

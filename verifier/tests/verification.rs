@@ -8,7 +8,7 @@ use rsa::pkcs1::EncodeRsaPublicKey;
 use rsa::pkcs8::DecodePrivateKey;
 use rsa::signature::{SignatureEncoding, Signer};
 use verifier::{KeyRing, verify_task};
-use wire::{SignatureStatus, VerifyResult, VerifyTask};
+use wire::{SignatureStatus, Verdict, VerifyTask};
 
 fn task(key: &str, document: &[u8], signature: Vec<u8>) -> VerifyTask {
     VerifyTask {
@@ -20,7 +20,7 @@ fn task(key: &str, document: &[u8], signature: Vec<u8>) -> VerifyTask {
     }
 }
 
-fn check(ring: &KeyRing, key: &str, document: &[u8], signature: Vec<u8>) -> VerifyResult {
+fn check(ring: &KeyRing, key: &str, document: &[u8], signature: Vec<u8>) -> Verdict {
     let result = verify_task(ring, &task(key, document, signature));
     assert_eq!(result.task_id, 42);
     result

@@ -2,11 +2,11 @@
 //!
 //! Decoding never panics: every way a message can be wrong is a [`DecodeError`].
 
-use crate::envelope::{Envelope, PROTOCOL_VERSION};
-use crate::message::{Body, topic};
+use crate::channel::Channel;
+use crate::envelope::Envelope;
 use bytes::Bytes;
 use hmac::{Hmac, Mac};
-use serde::de::DeserializeOwned;
+use serde::Serialize;
 use sha2::Sha256;
 use std::path::Path;
 use zeromq::ZmqMessage;
@@ -33,9 +33,14 @@ pub enum DecodeError {
     /// The topic frame is not UTF-8.
     #[error("topic is not UTF-8")]
     TopicNotUtf8,
-    /// A topic this build does not know.
-    #[error("unknown topic {0:?}")]
-    UnknownTopic(String),
+    /// A topic that does not travel on the channel it arrived on (or that nobody knows).
+    #[error("topic {topic:?} does not belong on the {channel} channel")]
+    WrongChannel {
+        /// The channel the message arrived on.
+        channel: &'static str,
+        /// The topic it named.
+        topic: String,
+    },
     /// The envelope is not valid MessagePack of the expected shape.
     #[error("malformed envelope: {0}")]
     Envelope(#[from] rmp_serde::decode::Error),
@@ -121,10 +126,9 @@ impl Codec {
     }
 
     /// Builds the multipart message for an envelope: topic, envelope and, with a key, the tag.
-    pub fn encode(&self, envelope: &Envelope<Body>) -> ZmqMessage {
+    pub fn encode<M: Channel>(&self, envelope: &Envelope<M>) -> ZmqMessage {
         let topic = Bytes::from_static(envelope.body.topic().as_bytes());
-        // Serialising plain structs of strings, numbers and byte arrays into a Vec cannot fail.
-        let packed = Bytes::from(rmp_serde::to_vec_named(envelope).unwrap_or_default());
+        let packed = Bytes::from(pack(envelope));
         let mut message = ZmqMessage::from(topic.clone());
         if let Some(key) = &self.key {
             let tag = key.mac(&topic, &packed).finalize().into_bytes();
@@ -136,20 +140,19 @@ impl Codec {
         message
     }
 
-    /// Checks frames and tag, then decodes the envelope with the body its topic names.
-    pub fn decode(&self, message: &ZmqMessage) -> Result<Envelope<Body>, DecodeError> {
+    /// Checks frames and tag, then decodes the envelope as the message of channel `M` that
+    /// its topic names; a topic of another channel is [`DecodeError::WrongChannel`].
+    pub fn decode<M: Channel>(&self, message: &ZmqMessage) -> Result<Envelope<M>, DecodeError> {
         let expected = if self.key.is_some() { 3 } else { 2 };
+        let frame_count = DecodeError::FrameCount {
+            expected,
+            got: message.len(),
+        };
         if message.len() != expected {
-            return Err(DecodeError::FrameCount {
-                expected,
-                got: message.len(),
-            });
+            return Err(frame_count);
         }
         let (Some(topic), Some(packed)) = (message.get(0), message.get(1)) else {
-            return Err(DecodeError::FrameCount {
-                expected,
-                got: message.len(),
-            });
+            return Err(frame_count);
         };
         if let Some(key) = &self.key {
             let tag = message.get(2).map_or(&[][..], |t| &t[..]);
@@ -158,111 +161,80 @@ impl Codec {
                 .map_err(|_| DecodeError::BadTag)?;
         }
         let topic = std::str::from_utf8(topic).map_err(|_| DecodeError::TopicNotUtf8)?;
-        match topic {
-            topic::DOWNCASE => open(packed, Body::Downcase),
-            topic::SIGNATURE_REQUESTED => open(packed, Body::SignatureRequested),
-            topic::SIGNATURE_VERIFIED | topic::SIGNATURE_FAILED => {
-                open(packed, Body::SignatureOutcome)
-            }
-            topic::HEARTBEAT => open(packed, Body::Heartbeat),
-            topic::VERIFY_TASK => open(packed, Body::VerifyTask),
-            topic::VERIFY_RESULT => open(packed, Body::VerifyResult),
-            topic::VERIFIER_HEARTBEAT => open(packed, Body::VerifierHeartbeat),
-            other => Err(DecodeError::UnknownTopic(other.to_owned())),
-        }
+        M::open(topic, packed)
     }
 }
 
-/// The envelope header alone, read when a body does not decode, to name a version mismatch.
-#[derive(serde::Deserialize)]
-struct VersionOnly {
-    v: u16,
-}
-
-fn open<B: DeserializeOwned>(
-    packed: &[u8],
-    wrap: fn(B) -> Body,
-) -> Result<Envelope<Body>, DecodeError> {
-    let e: Envelope<B> = match rmp_serde::from_slice(packed) {
-        Ok(e) => e,
-        Err(err) => {
-            return Err(match rmp_serde::from_slice::<VersionOnly>(packed) {
-                Ok(VersionOnly { v }) if v != PROTOCOL_VERSION => DecodeError::UnknownVersion(v),
-                _ => DecodeError::Envelope(err),
-            });
-        }
-    };
-    if e.v != PROTOCOL_VERSION {
-        return Err(DecodeError::UnknownVersion(e.v));
-    }
-    Ok(Envelope {
-        v: e.v,
-        sender: e.sender,
-        epoch: e.epoch,
-        seq: e.seq,
-        ts_ms: e.ts_ms,
-        body: wrap(e.body),
-    })
+/// MessagePack with named fields. This is the one place a message is serialised, and it cannot
+/// fail: every message type is a plain derived struct or untagged enum of strings, integers,
+/// byte strings and vectors of those, and the output is a `Vec`, whose writes never fail.
+fn pack<M: Serialize>(envelope: &Envelope<M>) -> Vec<u8> {
+    #[allow(clippy::expect_used)]
+    rmp_serde::to_vec_named(envelope).expect("a protocol message always serialises")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::message::*;
+    use crate::*;
 
-    fn envelope(body: Body) -> Envelope<Body> {
-        Envelope {
-            v: PROTOCOL_VERSION,
-            sender: "pub-1".into(),
+    fn origin() -> Origin {
+        Origin {
+            id: "pub-1".into(),
             epoch: 7,
-            seq: 42,
-            ts_ms: 1_700_000_000_123,
-            body,
         }
     }
 
-    fn every_body() -> Vec<Body> {
+    fn events() -> Vec<Broadcast> {
         vec![
-            Body::Downcase(Downcase {
+            Broadcast::Event(Event::Downcase(Downcase {
                 param: "ÀÉÎ ΣΑΣ 🙂\n".into(),
                 result: "àéî σας 🙂\n".into(),
-            }),
-            Body::SignatureRequested(SignatureRequested {
+            })),
+            Broadcast::Event(Event::SignatureRequested(SignatureRequested {
                 id: "abc".into(),
                 key: "demo".into(),
                 text_sha256: "00".repeat(32),
                 text_len: 5,
-            }),
-            Body::SignatureOutcome(SignatureOutcome {
+            })),
+            Broadcast::Event(Event::SignatureOutcome(SignatureOutcome {
                 id: "abc".into(),
                 key: "demo".into(),
                 status: SignatureStatus::Valid,
                 reason: None,
                 verified_by: Some("v1".into()),
                 attempts: 1,
-            }),
-            Body::SignatureOutcome(SignatureOutcome {
+            })),
+            Broadcast::Event(Event::SignatureOutcome(SignatureOutcome {
                 id: "abd".into(),
                 key: "demo".into(),
                 status: SignatureStatus::Error,
                 reason: Some("no verifier answered".into()),
                 verified_by: None,
                 attempts: 3,
-            }),
-            Body::Heartbeat(Heartbeat { last_seq: 41 }),
-            Body::VerifyTask(VerifyTask {
-                task_id: 9,
-                key: "demo".into(),
-                document: vec![0, 1, 2, 255],
-                signature: vec![7; 256],
-                attempt: 2,
-            }),
-            Body::VerifyResult(VerifyResult {
+            })),
+            Broadcast::Heartbeat(Heartbeat { last_seq: 41 }),
+        ]
+    }
+
+    fn task() -> VerifyTask {
+        VerifyTask {
+            task_id: 9,
+            key: "demo".into(),
+            document: vec![0, 1, 2, 255],
+            signature: vec![7; 256],
+            attempt: 2,
+        }
+    }
+
+    fn replies() -> Vec<Reply> {
+        vec![
+            Reply::Verdict(Verdict {
                 task_id: 9,
                 status: SignatureStatus::Invalid,
                 reason: Some("signature does not match".into()),
             }),
-            Body::VerifierHeartbeat(VerifierHeartbeat {
+            Reply::Heartbeat(VerifierHeartbeat {
                 keys: vec![KeyInfo {
                     id: "demo".into(),
                     modulus_len: 256,
@@ -278,16 +250,51 @@ mod tests {
         ))
     }
 
+    fn round_trip<M: Channel + PartialEq + std::fmt::Debug>(codec: &Codec, body: M) {
+        let sent = origin().envelope(42, body);
+        let message = codec.encode(&sent);
+        assert_eq!(message.get(0).unwrap(), sent.body.topic().as_bytes());
+        assert_eq!(codec.decode::<M>(&message).unwrap(), sent);
+    }
+
     #[test]
-    fn every_body_survives_a_round_trip_with_and_without_a_key() {
+    fn every_message_of_every_channel_survives_a_round_trip_with_and_without_a_key() {
         for codec in [Codec::default(), keyed()] {
-            for body in every_body() {
-                let sent = envelope(body);
-                let message = codec.encode(&sent);
-                assert_eq!(message.get(0).unwrap(), sent.body.topic().as_bytes());
-                assert_eq!(codec.decode(&message).unwrap(), sent);
-            }
+            events().into_iter().for_each(|m| round_trip(&codec, m));
+            replies().into_iter().for_each(|m| round_trip(&codec, m));
+            round_trip(&codec, task());
         }
+    }
+
+    #[test]
+    fn a_message_of_another_channel_is_a_decode_error() {
+        let codec = Codec::default();
+        let task = codec.encode(&origin().envelope(1, task()));
+        assert!(matches!(
+            codec.decode::<Broadcast>(&task),
+            Err(DecodeError::WrongChannel {
+                channel: "events",
+                ..
+            })
+        ));
+        assert!(codec.decode::<Reply>(&task).is_err());
+        let event = codec.encode(&origin().envelope(1, events().remove(0)));
+        assert!(matches!(
+            codec.decode::<VerifyTask>(&event),
+            Err(DecodeError::WrongChannel {
+                channel: "tasks",
+                ..
+            })
+        ));
+        assert!(codec.decode::<Reply>(&event).is_err());
+        let beat = codec.encode(&origin().envelope(1, events().remove(4)));
+        assert!(
+            codec.decode::<Event>(&beat).is_err(),
+            "a heartbeat is no event"
+        );
+        let reply = codec.encode(&origin().envelope(1, replies().remove(0)));
+        assert!(codec.decode::<Broadcast>(&reply).is_err());
+        assert!(codec.decode::<VerifyTask>(&reply).is_err());
     }
 
     #[test]
@@ -295,14 +302,21 @@ mod tests {
         let codec = Codec::default();
         let mut inputs: Vec<Vec<u8>> = vec![vec![], vec![0xc1], vec![0xff; 64], b"hello".to_vec()];
         // Every prefix of a real envelope: truncation anywhere must be an error.
-        let real = codec.encode(&envelope(every_body().remove(5)));
+        let real = codec.encode(&origin().envelope(1, task()));
         let packed = real.get(1).unwrap().to_vec();
         inputs.extend((0..packed.len()).map(|n| packed[..n].to_vec()));
         for input in inputs {
-            for topic in [topic::DOWNCASE, topic::VERIFY_TASK, topic::HEARTBEAT] {
+            for topic in [topic::DOWNCASE, VERIFY_TASK_TOPIC, HEARTBEAT_TOPIC] {
                 let mut message = ZmqMessage::from(topic);
                 message.push_back(Bytes::from(input.clone()));
-                assert!(codec.decode(&message).is_err(), "{topic} {input:?}");
+                assert!(
+                    codec.decode::<Broadcast>(&message).is_err(),
+                    "{topic} {input:?}"
+                );
+                assert!(
+                    codec.decode::<VerifyTask>(&message).is_err(),
+                    "{topic} {input:?}"
+                );
             }
         }
     }
@@ -312,16 +326,16 @@ mod tests {
         let codec = Codec::default();
         let one = ZmqMessage::from("downcase");
         assert!(matches!(
-            codec.decode(&one),
+            codec.decode::<Broadcast>(&one),
             Err(DecodeError::FrameCount {
                 expected: 2,
                 got: 1
             })
         ));
-        let mut three = codec.encode(&envelope(every_body().remove(0)));
+        let mut three = codec.encode(&origin().envelope(1, events().remove(0)));
         three.push_back(Bytes::from_static(b"extra"));
         assert!(matches!(
-            codec.decode(&three),
+            codec.decode::<Broadcast>(&three),
             Err(DecodeError::FrameCount {
                 expected: 2,
                 got: 3
@@ -332,17 +346,18 @@ mod tests {
     #[test]
     fn an_unknown_topic_and_a_non_utf8_topic_are_refused() {
         let codec = Codec::default();
-        let mut message = codec.encode(&envelope(every_body().remove(0)));
+        let message = codec.encode(&origin().envelope(1, events().remove(0)));
         let packed = message.get(1).unwrap().clone();
-        message = ZmqMessage::from("no.such.topic");
+        let mut message = ZmqMessage::from("no.such.topic");
         message.push_back(packed.clone());
-        assert!(
-            matches!(codec.decode(&message), Err(DecodeError::UnknownTopic(t)) if t == "no.such.topic")
-        );
+        assert!(matches!(
+            codec.decode::<Broadcast>(&message),
+            Err(DecodeError::WrongChannel { topic, .. }) if topic == "no.such.topic"
+        ));
         let mut message = ZmqMessage::from(vec![0xff, 0xfe]);
         message.push_back(packed);
         assert!(matches!(
-            codec.decode(&message),
+            codec.decode::<Broadcast>(&message),
             Err(DecodeError::TopicNotUtf8)
         ));
     }
@@ -350,11 +365,11 @@ mod tests {
     #[test]
     fn a_future_protocol_version_is_named_as_such() {
         let codec = Codec::default();
-        let mut future = envelope(every_body().remove(0));
+        let mut future = origin().envelope(1, events().remove(0));
         future.v = PROTOCOL_VERSION + 1;
         let message = codec.encode(&future);
         assert!(matches!(
-            codec.decode(&message),
+            codec.decode::<Broadcast>(&message),
             Err(DecodeError::UnknownVersion(2))
         ));
     }
@@ -362,7 +377,8 @@ mod tests {
     #[test]
     fn a_forged_or_missing_tag_is_refused() {
         let sender = keyed();
-        let mut message = sender.encode(&envelope(every_body().remove(2)));
+        let verdict = || origin().envelope(1, replies().remove(0));
+        let mut message = sender.encode(&verdict());
         // Flip one byte of the envelope: the tag no longer matches.
         let mut frames = message.clone().into_vec();
         let mut packed = frames[1].to_vec();
@@ -370,18 +386,24 @@ mod tests {
         packed[last] ^= 1;
         frames[1] = Bytes::from(packed);
         let tampered = ZmqMessage::try_from(frames).unwrap();
-        assert!(matches!(sender.decode(&tampered), Err(DecodeError::BadTag)));
+        assert!(matches!(
+            sender.decode::<Reply>(&tampered),
+            Err(DecodeError::BadTag)
+        ));
         // Another key's tag does not pass either.
         let other = Codec::new(Some(
             SharedKey::from_bytes(b"another key, 16+ bytes").unwrap(),
         ));
-        assert!(matches!(other.decode(&message), Err(DecodeError::BadTag)));
+        assert!(matches!(
+            other.decode::<Reply>(&message),
+            Err(DecodeError::BadTag)
+        ));
         // An untagged message is refused by a keyed reader, and a tagged one by an unkeyed reader.
-        let untagged = Codec::default().encode(&envelope(every_body().remove(2)));
-        assert!(sender.decode(&untagged).is_err());
-        assert!(Codec::default().decode(&message).is_err());
-        message = sender.encode(&envelope(every_body().remove(2)));
-        assert!(sender.decode(&message).is_ok());
+        let untagged = Codec::default().encode(&verdict());
+        assert!(sender.decode::<Reply>(&untagged).is_err());
+        assert!(Codec::default().decode::<Reply>(&message).is_err());
+        message = sender.encode(&verdict());
+        assert!(sender.decode::<Reply>(&message).is_ok());
     }
 
     #[test]

@@ -2,16 +2,24 @@
 //!
 //! A ZMQ message is multipart: the topic, a MessagePack [`Envelope`] with named fields, and —
 //! when a shared key is configured — an HMAC-SHA-256 tag over both. The same envelope and
-//! [`Codec`] carry events (publisher → subscribers), verification tasks (publisher → verifiers)
-//! and their results and heartbeats (verifiers → publisher).
+//! [`Codec`] serve every [`Channel`], each with its own message type: [`Broadcast`] (events and
+//! heartbeats, publisher → subscribers), [`VerifyTask`] (publisher → verifiers) and [`Reply`]
+//! (verdicts and heartbeats, verifiers → publisher).
 
+mod broadcast;
+mod channel;
 mod codec;
 mod envelope;
-mod message;
+mod event;
+mod reply;
+mod task;
 
+pub use broadcast::{Broadcast, HEARTBEAT_TOPIC, Heartbeat};
+pub use channel::Channel;
 pub use codec::{Codec, DecodeError, SharedKey, SharedKeyError};
-pub use envelope::{Envelope, PROTOCOL_VERSION, now_ms};
-pub use message::{
-    Body, Downcase, Heartbeat, KeyInfo, SignatureOutcome, SignatureRequested, SignatureStatus,
-    VerifierHeartbeat, VerifyResult, VerifyTask, topic,
+pub use envelope::{Envelope, Origin, PROTOCOL_VERSION, now_ms};
+pub use event::{Downcase, Event, SignatureOutcome, SignatureRequested, SignatureStatus, topic};
+pub use reply::{
+    KeyInfo, Reply, VERDICT_TOPIC, VERIFIER_HEARTBEAT_TOPIC, Verdict, VerifierHeartbeat,
 };
+pub use task::{VERIFY_TASK_TOPIC, VerifyTask};

@@ -1,0 +1,59 @@
+//! A channel is one direction of one socket pair, with its own message type: a reader of a
+//! channel decodes only what can arrive on it, and a message of another channel is a
+//! [`DecodeError`], not a case to ignore.
+//!
+//! | channel | type | from → to |
+//! |---|---|---|
+//! | events | [`Broadcast`](crate::Broadcast): [`Event`](crate::Event)s and heartbeats | publisher PUB → subscribers |
+//! | tasks | [`VerifyTask`](crate::VerifyTask) | publisher PUSH → verifiers |
+//! | replies | [`Reply`](crate::Reply): verdicts and heartbeats | verifiers PUSH → publisher |
+
+use crate::codec::DecodeError;
+use crate::envelope::{Envelope, PROTOCOL_VERSION};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// The message type of one channel. The body is serialised as the bare inner struct: the topic
+/// frame, not a tag in the body, says which kind it is.
+pub trait Channel: Serialize + Sized {
+    /// The channel's name, as errors and logs give it.
+    const NAME: &'static str;
+
+    /// The topic this message travels under (frame 1).
+    fn topic(&self) -> &'static str;
+
+    /// Decodes `packed` as the envelope of the message kind `topic` names on this channel.
+    fn open(topic: &str, packed: &[u8]) -> Result<Envelope<Self>, DecodeError>;
+}
+
+/// Decodes `packed` as an envelope of `B` and wraps the body into the channel type.
+pub(crate) fn open_as<B: DeserializeOwned, M>(
+    packed: &[u8],
+    wrap: impl FnOnce(B) -> M,
+) -> Result<Envelope<M>, DecodeError> {
+    let envelope: Envelope<B> = rmp_serde::from_slice(packed).map_err(|err| {
+        // A body of another shape may be a newer protocol: name the version when it differs.
+        match rmp_serde::from_slice::<VersionOnly>(packed) {
+            Ok(VersionOnly { v }) if v != PROTOCOL_VERSION => DecodeError::UnknownVersion(v),
+            _ => DecodeError::Envelope(err),
+        }
+    })?;
+    if envelope.v != PROTOCOL_VERSION {
+        return Err(DecodeError::UnknownVersion(envelope.v));
+    }
+    Ok(envelope.map(wrap))
+}
+
+/// A topic that does not travel on channel `M`.
+pub(crate) fn not_on<M: Channel>(topic: &str) -> DecodeError {
+    DecodeError::WrongChannel {
+        channel: M::NAME,
+        topic: topic.to_owned(),
+    }
+}
+
+/// The envelope header alone, read when a body does not decode, to name a version mismatch.
+#[derive(serde::Deserialize)]
+struct VersionOnly {
+    v: u16,
+}

@@ -1,0 +1,41 @@
+//! The tasks channel: signatures the publisher's PUSH socket hands to verifiers.
+
+use crate::channel::{Channel, not_on, open_as};
+use crate::codec::DecodeError;
+use crate::envelope::Envelope;
+use serde::{Deserialize, Serialize};
+
+/// The topic of a verification task.
+pub const VERIFY_TASK_TOPIC: &str = "task.verify";
+
+/// A signature to check, sent to one verifier.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifyTask {
+    /// Unique per publisher epoch; verdicts are matched (and deduplicated) by it.
+    pub task_id: u64,
+    /// Key id to verify against.
+    pub key: String,
+    /// The signed document.
+    #[serde(with = "serde_bytes")]
+    pub document: Vec<u8>,
+    /// The RSASSA-PKCS1-v1_5 / SHA-256 signature.
+    #[serde(with = "serde_bytes")]
+    pub signature: Vec<u8>,
+    /// 1 for the first send, +1 for each re-send.
+    pub attempt: u32,
+}
+
+impl Channel for VerifyTask {
+    const NAME: &'static str = "tasks";
+
+    fn topic(&self) -> &'static str {
+        VERIFY_TASK_TOPIC
+    }
+
+    fn open(topic: &str, packed: &[u8]) -> Result<Envelope<Self>, DecodeError> {
+        match topic {
+            VERIFY_TASK_TOPIC => open_as(packed, |task| task),
+            other => Err(not_on::<Self>(other)),
+        }
+    }
+}
