@@ -7,6 +7,8 @@
 //! | events | [`Broadcast`](crate::Broadcast): [`Event`](crate::Event)s and heartbeats | publisher PUB → subscribers |
 //! | tasks | [`VerifyTask`](crate::VerifyTask) | publisher PUSH → verifiers |
 //! | replies | [`Reply`](crate::Reply): verdicts and heartbeats | verifiers PUSH → publisher |
+//! | replay requests | [`ReplayRequest`](crate::ReplayRequest) | subscriber DEALER → publisher ROUTER |
+//! | replay answers | [`Replayed`](crate::Replayed): events and end markers | publisher ROUTER → subscriber DEALER |
 
 use crate::codec::DecodeError;
 use crate::envelope::{Envelope, PROTOCOL_VERSION};

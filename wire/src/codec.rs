@@ -244,6 +244,30 @@ mod tests {
         ]
     }
 
+    fn replay() -> (ReplayRequest, Vec<Replayed>) {
+        let request = ReplayRequest {
+            epoch: 7,
+            after: 40,
+            max_events: 1000,
+            topics: vec!["signature.".into()],
+        };
+        let answers = vec![
+            Replayed::Event(Event::Downcase(Downcase {
+                param: "A".into(),
+                result: "a".into(),
+            })),
+            Replayed::End(ReplayEnd {
+                epoch: 7,
+                asked_epoch: 7,
+                asked_after: 40,
+                last: 41,
+                oldest: 3,
+                newest: 41,
+            }),
+        ];
+        (request, answers)
+    }
+
     fn keyed() -> Codec {
         Codec::new(Some(
             SharedKey::from_bytes(b"0123456789abcdef-test").unwrap(),
@@ -263,7 +287,31 @@ mod tests {
             events().into_iter().for_each(|m| round_trip(&codec, m));
             replies().into_iter().for_each(|m| round_trip(&codec, m));
             round_trip(&codec, task());
+            let (request, answers) = replay();
+            round_trip(&codec, request);
+            answers.into_iter().for_each(|m| round_trip(&codec, m));
         }
+    }
+
+    #[test]
+    fn a_published_event_reads_as_a_replayed_one_and_nothing_else_does() {
+        let codec = keyed();
+        let published = codec.encode(&origin().envelope(3, events().remove(0)));
+        let replayed = codec.decode::<Replayed>(&published).unwrap();
+        assert_eq!(replayed.seq, 3);
+        assert!(matches!(replayed.body, Replayed::Event(Event::Downcase(_))));
+        let beat = codec.encode(&origin().envelope(3, events().remove(4)));
+        assert!(matches!(
+            codec.decode::<Replayed>(&beat),
+            Err(DecodeError::WrongChannel {
+                channel: "replay answers",
+                ..
+            })
+        ));
+        let (request, _) = replay();
+        let request = codec.encode(&origin().envelope(1, request));
+        assert!(codec.decode::<Replayed>(&request).is_err());
+        assert!(codec.decode::<Broadcast>(&request).is_err());
     }
 
     #[test]

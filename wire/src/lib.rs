@@ -4,13 +4,15 @@
 //! when a shared key is configured — an HMAC-SHA-256 tag over both. The same envelope and
 //! [`Codec`] serve every [`Channel`], each with its own message type: [`Broadcast`] (events and
 //! heartbeats, publisher → subscribers), [`VerifyTask`] (publisher → verifiers) and [`Reply`]
-//! (verdicts and heartbeats, verifiers → publisher).
+//! (verdicts and heartbeats, verifiers → publisher), [`ReplayRequest`] and [`Replayed`] (a
+//! subscriber catching up from the publisher's window).
 
 mod broadcast;
 mod channel;
 mod codec;
 mod envelope;
 mod event;
+mod replay;
 mod reply;
 mod task;
 
@@ -19,6 +21,7 @@ pub use channel::Channel;
 pub use codec::{Codec, DecodeError, SharedKey, SharedKeyError};
 pub use envelope::{Envelope, Origin, PROTOCOL_VERSION, now_ms};
 pub use event::{Downcase, Event, SignatureOutcome, SignatureRequested, SignatureStatus, topic};
+pub use replay::{REPLAY_END_TOPIC, REPLAY_REQUEST_TOPIC, ReplayEnd, ReplayRequest, Replayed};
 pub use reply::{
     KeyInfo, Reply, VERDICT_TOPIC, VERIFIER_HEARTBEAT_TOPIC, Verdict, VerifierHeartbeat,
 };
