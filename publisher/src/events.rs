@@ -165,7 +165,7 @@ async fn own_socket(
             }
             _ = heartbeat.tick() => {
                 if !std::mem::take(&mut sent_since_tick) {
-                    let beat = identity.envelope(last_seq, Broadcast::Heartbeat(Heartbeat { last_seq }));
+                    let beat = identity.envelope(last_seq, Broadcast::Heartbeat(Heartbeat { last_seq, replay: false }));
                     send(&mut socket, codec.encode(&beat)).await;
                 }
             }

@@ -75,7 +75,13 @@ async fn garbage_is_dropped_and_a_numbering_jump_is_a_gap_line() {
     }
     socket.send(downcase(2, "Second")).await.unwrap();
     socket
-        .send(event(2, Broadcast::Heartbeat(Heartbeat { last_seq: 2 })))
+        .send(event(
+            2,
+            Broadcast::Heartbeat(Heartbeat {
+                last_seq: 2,
+                replay: false,
+            }),
+        ))
         .await
         .unwrap();
     socket.send(downcase(2, "Second again")).await.unwrap();

@@ -25,6 +25,10 @@ pub enum Broadcast {
 pub struct Heartbeat {
     /// Sequence number of the last event published in this epoch (0 before the first).
     pub last_seq: u64,
+    /// Whether the publisher serves replay (design §6): a subscriber asks it for what it
+    /// missed only then. Absent (false) from publishers that do not.
+    #[serde(default)]
+    pub replay: bool,
 }
 
 impl Channel for Broadcast {

@@ -213,7 +213,10 @@ mod tests {
                 verified_by: None,
                 attempts: 3,
             })),
-            Broadcast::Heartbeat(Heartbeat { last_seq: 41 }),
+            Broadcast::Heartbeat(Heartbeat {
+                last_seq: 41,
+                replay: false,
+            }),
         ]
     }
 
