@@ -1,13 +1,19 @@
 //! The verifier (design contract §2, §6): a PULL worker that checks RSA signatures for the
 //! publisher and pushes the verdicts back.
 //!
-//! [`run`] loads the keys, starts the worker threads and keeps one [`link`] per publisher:
+//! [`run`] loads the keys, starts the worker threads and keeps one link per publisher:
 //! tasks arrive on a PULL socket, are verified on the [`pool`] and their results go back on a
 //! PUSH socket to the same publisher, with a heartbeat announcing the keys every interval. The
 //! links survive publisher restarts; shutdown finishes the tasks in flight.
+//!
+//! Inside (private modules): `link` serves one publisher — connect, serve, drain;
+//! `connection` holds its two sockets and the ways a connection is lost; `backoff` the pauses
+//! between attempts.
 
 pub mod address;
+mod backoff;
 pub mod config;
+mod connection;
 pub mod keys;
 mod link;
 pub mod pool;
