@@ -2,30 +2,24 @@
 //! backoff), serve — take tasks within the budget, push verdicts and heartbeats — until the
 //! connection is [`Lost`] or the process stops; then connect afresh, or drain and return.
 //!
-//! The sockets and the ways a connection is lost are in [`crate::connection`].
-//!
-//! Each connection is a *generation*. A task's result goes back only on the generation it came
-//! from: after a publisher restart task ids start again, so an old result must never reach the
-//! new publisher, where it would answer a different task.
+//! The sockets and the ways a connection is lost are in [`crate::connection`]; tasks taken,
+//! their tickets and generations in [`crate::in_flight`].
 
 use crate::address;
 use crate::backoff::Backoff;
 use crate::config::PublisherEndpoints;
 use crate::connection::{Connection, Lost, Side};
+use crate::in_flight::{Budget, Done, InFlight, Reservation};
 use crate::keys::KeyRing;
 use crate::pool::Pool;
-use crate::verify::verify_task;
 use futures::StreamExt;
 use plumbing::Rejects;
-use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
-use wire::{Codec, KeyInfo, Origin, Reply, Verdict, VerifierHeartbeat, VerifyTask};
+use wire::{Codec, KeyInfo, Origin, Reply, VerifierHeartbeat, VerifyTask};
 use zeromq::{SocketEvent, ZmqError, ZmqMessage};
 
 /// On shutdown, how long tasks in flight may take to finish and be pushed.
@@ -49,41 +43,9 @@ pub(crate) struct Shared {
     /// The worker threads.
     pub pool: Pool,
     /// Bounds the tasks taken and not yet answered, over all links.
-    pub in_flight: Arc<Semaphore>,
-    /// Tasks taken and not yet answered, over all links (what heartbeats report).
-    pub taken: Arc<AtomicUsize>,
+    pub budget: Budget,
     /// Time between heartbeats.
     pub heartbeat_interval: Duration,
-}
-
-/// A verdict coming back from the pool.
-struct Done {
-    generation: u64,
-    result: Verdict,
-    /// Held until the result is pushed (or discarded).
-    _ticket: Ticket,
-}
-
-/// A task's place in the in-flight budget, given back when its verdict is pushed or dropped.
-struct Ticket {
-    _permit: OwnedSemaphorePermit,
-    taken: Arc<AtomicUsize>,
-}
-
-impl Ticket {
-    fn new(permit: OwnedSemaphorePermit, taken: &Arc<AtomicUsize>) -> Self {
-        taken.fetch_add(1, Ordering::Relaxed);
-        Ticket {
-            _permit: permit,
-            taken: Arc::clone(taken),
-        }
-    }
-}
-
-impl Drop for Ticket {
-    fn drop(&mut self) {
-        self.taken.fetch_sub(1, Ordering::Relaxed);
-    }
 }
 
 /// The verifier's end of one publisher.
@@ -91,14 +53,9 @@ pub(crate) struct Link {
     endpoints: PublisherEndpoints,
     shared: Arc<Shared>,
     shutdown: CancellationToken,
-    done_tx: mpsc::UnboundedSender<Done>,
-    done_rx: mpsc::UnboundedReceiver<Done>,
+    in_flight: InFlight,
     /// Envelope sequence number of the last message sent on this link.
     seq: u64,
-    /// Counts connections; results go back only on the generation their task came from.
-    generation: u64,
-    /// Tasks handed to the pool whose verdict has not come back yet.
-    pending: usize,
     drops: Rejects,
 }
 
@@ -109,16 +66,12 @@ impl Link {
         shared: Arc<Shared>,
         shutdown: CancellationToken,
     ) -> Self {
-        let (done_tx, done_rx) = mpsc::unbounded_channel();
         Link {
             endpoints,
+            in_flight: InFlight::new(&shared.budget),
             shared,
             shutdown,
-            done_tx,
-            done_rx,
             seq: 0,
-            generation: 0,
-            pending: 0,
             drops: Rejects::new("messages that are not valid tasks"),
         }
     }
@@ -128,7 +81,7 @@ impl Link {
     pub async fn run(mut self) {
         loop {
             // Whatever the last connection left on the pool is stale from here on.
-            self.generation += 1;
+            self.in_flight.next_generation();
             let Some(mut connection) = self.connect().await else {
                 break;
             };
@@ -150,9 +103,9 @@ impl Link {
                 }
             }
         }
-        if self.pending > 0 {
+        if self.in_flight.pending() > 0 {
             tracing::info!(
-                pending = self.pending,
+                pending = self.in_flight.pending(),
                 "stopping while disconnected; verdicts of tasks from the lost connection are dropped"
             );
         }
@@ -164,9 +117,8 @@ impl Link {
         let mut attempts: u32 = 0;
         loop {
             attempts = attempts.saturating_add(1);
-            // `wait_discarding` borrows the whole link, so the attempt gets its own endpoints.
-            let endpoints = self.endpoints.clone();
-            match self.wait_discarding(Connection::open(&endpoints)).await? {
+            let open = Connection::open(&self.endpoints);
+            match self.in_flight.wait_discarding(&self.shutdown, open).await? {
                 Ok(connection) => {
                     tracing::info!(
                         tasks = %self.endpoints.tasks,
@@ -179,21 +131,9 @@ impl Link {
                 Err(error) => self.attempt_failed(attempts, &error),
             }
             let pause = tokio::time::sleep(backoff.next_delay());
-            self.wait_discarding(pause).await?;
-        }
-    }
-
-    /// Waits for `f` unless shutdown comes first (then `None`), dropping every verdict that
-    /// comes back meanwhile, so their permits free up: between connections, every verdict
-    /// belongs to a lost one.
-    async fn wait_discarding<F: Future>(&mut self, f: F) -> Option<F::Output> {
-        tokio::pin!(f);
-        loop {
-            tokio::select! {
-                () = self.shutdown.cancelled() => return None,
-                Some(done) = self.done_rx.recv() => self.discard(done),
-                output = &mut f => return Some(output),
-            }
+            self.in_flight
+                .wait_discarding(&self.shutdown, pause)
+                .await?;
         }
     }
 
@@ -221,7 +161,7 @@ impl Link {
         let mut heartbeat = tokio::time::interval(self.shared.heartbeat_interval);
         heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
         // A task is only taken with room reserved, so a flood cannot queue without bound.
-        let mut room: Option<OwnedSemaphorePermit> = None;
+        let mut room: Option<Reservation> = None;
         // Host-name watchers of this connection; dropping the set stops them.
         let mut watchers = JoinSet::new();
         loop {
@@ -229,15 +169,13 @@ impl Link {
             tokio::select! {
                 biased;
                 () = self.shutdown.cancelled() => return Ok(()),
-                Some(done) = self.done_rx.recv() => self.deliver(connection, done).await?,
+                Some(done) = self.in_flight.recv() => self.deliver(connection, done).await?,
                 Some((side, event)) = connection.events.next() => {
                     self.socket_event(side, event, &mut watchers)?;
                 }
                 _ = heartbeat.tick() => self.heartbeat(connection).await?,
                 Some(Ok(moved)) = watchers.join_next() => return Err(Lost::AddressMoved(moved)),
-                Ok(reserved) = Arc::clone(&self.shared.in_flight).acquire_owned(), if room.is_none() => {
-                    room = Some(reserved);
-                }
+                reserved = self.shared.budget.reserve(), if room.is_none() => room = Some(reserved),
                 message = connection.tasks.recv(), if room.is_some() => {
                     self.accept(&message.map_err(Lost::ReceiveFailed)?, &mut room);
                 }
@@ -249,10 +187,10 @@ impl Link {
     async fn drain(&mut self, mut connection: Connection) {
         // Close the task connection first, so the publisher stops handing this verifier work.
         connection.tasks.close();
-        let in_flight = self.pending;
+        let in_flight = self.in_flight.pending();
         let pushing = async {
-            while self.pending > 0 {
-                let Some(done) = self.done_rx.recv().await else {
+            while self.in_flight.pending() > 0 {
+                let Some(done) = self.in_flight.recv().await else {
                     break;
                 };
                 self.deliver(&mut connection, done).await?;
@@ -264,7 +202,7 @@ impl Link {
         {
             tracing::warn!(kind = lost.kind(), cause = %lost, "cannot push the remaining verdicts");
         }
-        let unanswered = self.pending;
+        let unanswered = self.in_flight.pending();
         if unanswered > 0 {
             tracing::warn!(
                 unanswered,
@@ -303,7 +241,7 @@ impl Link {
 
     /// Decodes a message from the task socket and hands a task to the pool, in the reserved
     /// room; a message that is not a valid task is counted and dropped, the room kept.
-    fn accept(&mut self, message: &ZmqMessage, room: &mut Option<OwnedSemaphorePermit>) {
+    fn accept(&mut self, message: &ZmqMessage, room: &mut Option<Reservation>) {
         let envelope = match self.shared.codec.decode::<VerifyTask>(message) {
             Ok(envelope) => envelope,
             Err(error) => {
@@ -323,56 +261,30 @@ impl Link {
             publisher = %envelope.sender,
             "task received"
         );
-        self.dispatch(task, reservation);
-    }
-
-    fn dispatch(&mut self, task: VerifyTask, permit: OwnedSemaphorePermit) {
-        self.pending += 1;
-        let ticket = Ticket::new(permit, &self.shared.taken);
-        let keys = Arc::clone(&self.shared.keys);
-        let done_tx = self.done_tx.clone();
-        let generation = self.generation;
-        self.shared.pool.execute(move || {
-            let result = verify_task(&keys, &task);
-            // The link may have stopped; then nobody wants the verdict.
-            let _ = done_tx.send(Done {
-                generation,
-                result,
-                _ticket: ticket,
-            });
-        });
+        let shared = &self.shared;
+        self.in_flight
+            .dispatch(&shared.pool, &shared.keys, task, reservation);
     }
 
     /// Pushes a verdict back when it belongs to the current connection; drops it otherwise.
     async fn deliver(&mut self, connection: &mut Connection, done: Done) -> Result<(), Lost> {
-        if done.generation != self.generation {
-            self.discard(done);
+        // The ticket is held until the verdict is pushed.
+        let Some((verdict, _ticket)) = self.in_flight.current(done) else {
             return Ok(());
-        }
-        self.pending -= 1;
+        };
         tracing::debug!(
-            task_id = done.result.task_id,
-            status = done.result.status.as_str(),
+            task_id = verdict.task_id,
+            status = verdict.status.as_str(),
             "verdict pushed"
         );
-        self.send(connection, Reply::Verdict(done.result)).await
-    }
-
-    /// Drops the verdict of a task from a lost connection: its publisher is gone, and the new
-    /// one may reuse the task id.
-    fn discard(&mut self, done: Done) {
-        self.pending -= 1;
-        tracing::debug!(
-            task_id = done.result.task_id,
-            "verdict for a lost connection dropped"
-        );
+        self.send(connection, Reply::Verdict(verdict)).await
     }
 
     /// Tells the publisher this verifier is alive, which keys it holds and how busy it is.
     async fn heartbeat(&mut self, connection: &mut Connection) -> Result<(), Lost> {
         let body = Reply::Heartbeat(VerifierHeartbeat {
             keys: self.shared.key_infos.clone(),
-            in_flight: u32::try_from(self.shared.taken.load(Ordering::Relaxed)).unwrap_or(u32::MAX),
+            in_flight: self.shared.budget.in_flight(),
         });
         self.send(connection, body).await
     }
