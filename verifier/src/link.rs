@@ -17,7 +17,7 @@ use plumbing::Rejects;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinSet;
-use tokio::time::{Instant, MissedTickBehavior};
+use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 use wire::{Codec, KeyInfo, Origin, Reply, VerifierHeartbeat, VerifyTask};
 use zeromq::{SocketEvent, ZmqError, ZmqMessage};
@@ -197,9 +197,7 @@ impl Link {
             }
             Ok::<(), Lost>(())
         };
-        if let Ok(Err(lost)) =
-            tokio::time::timeout_at(Instant::now() + DRAIN_TIMEOUT, pushing).await
-        {
+        if let Ok(Err(lost)) = tokio::time::timeout(DRAIN_TIMEOUT, pushing).await {
             tracing::warn!(kind = lost.kind(), cause = %lost, "cannot push the remaining verdicts");
         }
         let unanswered = self.in_flight.pending();
