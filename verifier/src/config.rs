@@ -47,11 +47,18 @@ pub struct Config {
     #[arg(long, env = "VERIFIER_ID", default_value_t = default_id())]
     pub id: String,
 
-    /// Threads that verify signatures. Defaults to the CPUs available to the process.
-    #[arg(long, env = "VERIFY_WORKERS", default_value_t = default_workers())]
+    /// Threads that verify signatures, 1 to 1024. Defaults to the CPUs available to the
+    /// process (at most 1024).
+    #[arg(
+        long,
+        env = "VERIFY_WORKERS",
+        default_value_t = default_workers(),
+        value_parser = parse_workers
+    )]
     pub workers: NonZeroUsize,
 
-    /// How often to tell the publisher this verifier is alive, e.g. `1s`, `500ms`.
+    /// How often to tell the publisher this verifier is alive, e.g. `1s`, `500ms`; longer
+    /// than zero and at most an hour.
     #[arg(
         long,
         env = "HEARTBEAT_INTERVAL",
@@ -123,14 +130,43 @@ fn default_id() -> String {
     format!("{}-{}", plumbing::default_instance_id(), std::process::id())
 }
 
+/// Most worker threads a verifier starts. More only contend for the same CPUs, and the
+/// in-flight budget (workers × [`crate::IN_FLIGHT_PER_WORKER`]) stays far below what a
+/// semaphore can count.
+pub const MAX_WORKERS: usize = 1024;
+
+/// Longest heartbeat interval. The publisher counts a verifier silent for its
+/// `VERIFIER_TIMEOUT` (seconds) as gone, so anything near this is already a mistake; the bound
+/// catches a slipped unit before it turns into a verifier that is never heard from.
+pub const MAX_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(3600);
+
 fn default_workers() -> NonZeroUsize {
-    std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN)
+    let available = std::thread::available_parallelism().map_or(1, NonZeroUsize::get);
+    NonZeroUsize::new(available.min(MAX_WORKERS)).unwrap_or(NonZeroUsize::MIN)
+}
+
+fn parse_workers(value: &str) -> Result<NonZeroUsize, String> {
+    let workers: usize = value
+        .trim()
+        .parse()
+        .map_err(|_| format!("{value:?} is not a whole number of threads"))?;
+    match NonZeroUsize::new(workers) {
+        Some(workers) if workers.get() <= MAX_WORKERS => Ok(workers),
+        _ => Err(format!("must be between 1 and {MAX_WORKERS}")),
+    }
 }
 
 fn parse_interval(value: &str) -> Result<Duration, String> {
-    let interval = humantime::parse_duration(value).map_err(|e| e.to_string())?;
+    let interval = humantime::parse_duration(value.trim())
+        .map_err(|e| format!("{value:?} is not a duration like 1s or 500ms ({e})"))?;
     if interval.is_zero() {
         return Err("must be longer than zero".to_owned());
+    }
+    if interval > MAX_HEARTBEAT_INTERVAL {
+        return Err(format!(
+            "must be at most {}",
+            humantime::format_duration(MAX_HEARTBEAT_INTERVAL)
+        ));
     }
     Ok(interval)
 }
@@ -184,11 +220,35 @@ mod tests {
         ));
     }
 
+    fn refusal(args: &[&str]) -> String {
+        parse(args).expect_err("refused").to_string()
+    }
+
     #[test]
     fn a_zero_heartbeat_interval_and_zero_workers_are_refused() {
         assert!(parse(&["--heartbeat-interval", "0s"]).is_err());
         assert!(parse(&["--workers", "0"]).is_err());
         let config = parse(&["--heartbeat-interval", "250ms"]).expect("parses");
         assert_eq!(config.heartbeat_interval, Duration::from_millis(250));
+    }
+
+    #[test]
+    fn a_heartbeat_interval_out_of_range_or_without_a_unit_is_refused_saying_why() {
+        assert!(refusal(&["--heartbeat-interval", "0s"]).contains("longer than zero"));
+        assert!(refusal(&["--heartbeat-interval", "2h"]).contains("at most 1h"));
+        let no_unit = refusal(&["--heartbeat-interval", "500"]);
+        assert!(no_unit.contains("not a duration like 1s"), "{no_unit}");
+        let config = parse(&["--heartbeat-interval", "1h"]).expect("the bound itself parses");
+        assert_eq!(config.heartbeat_interval, MAX_HEARTBEAT_INTERVAL);
+    }
+
+    #[test]
+    fn a_worker_count_out_of_range_or_not_a_number_is_refused_saying_why() {
+        assert!(refusal(&["--workers", "0"]).contains("between 1 and 1024"));
+        assert!(refusal(&["--workers", "1025"]).contains("between 1 and 1024"));
+        assert!(refusal(&["--workers", "many"]).contains("not a whole number"));
+        let config = parse(&["--workers", "1024"]).expect("the bound itself parses");
+        assert_eq!(config.workers.get(), MAX_WORKERS);
+        assert!(parse(&[]).expect("defaults parse").workers.get() <= MAX_WORKERS);
     }
 }

@@ -1,13 +1,20 @@
 //! The verifier (design contract §2, §6): a PULL worker that checks RSA signatures for the
 //! publisher and pushes the verdicts back.
 //!
-//! [`run`] loads the keys, starts the worker threads and keeps one [`link`] per publisher:
+//! [`run`] loads the keys, starts the worker threads and keeps one link per publisher:
 //! tasks arrive on a PULL socket, are verified on the [`pool`] and their results go back on a
 //! PUSH socket to the same publisher, with a heartbeat announcing the keys every interval. The
 //! links survive publisher restarts; shutdown finishes the tasks in flight.
+//!
+//! Inside (private modules): `link` serves one publisher — connect, serve, drain;
+//! `connection` holds its two sockets and the ways a connection is lost; `backoff` the pauses
+//! between attempts; `in_flight` the budget of tasks taken, their tickets and generations.
 
 pub mod address;
+mod backoff;
 pub mod config;
+mod connection;
+mod in_flight;
 pub mod keys;
 mod link;
 pub mod pool;
@@ -18,10 +25,10 @@ pub use keys::{KeyError, KeyRing, RsaKey};
 pub use pool::Pool;
 pub use verify::verify_task;
 
+use in_flight::Budget;
 use link::{Link, Shared};
 use std::future::Future;
 use std::sync::Arc;
-use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use wire::{Codec, SharedKey, SharedKeyError};
@@ -79,8 +86,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         keys: Arc::new(keys),
         key_infos,
         pool,
-        in_flight: Arc::new(Semaphore::new(in_flight_limit)),
-        taken: Arc::default(),
+        budget: Budget::new(in_flight_limit),
         heartbeat_interval: config.heartbeat_interval,
     });
 
