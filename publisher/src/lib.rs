@@ -15,9 +15,8 @@ mod routes;
 mod signatures;
 mod verification;
 
-pub use config::{Command, Config};
+pub use config::{Command, Config, Healthcheck};
 pub use error::ApiError;
-pub use healthcheck::Healthcheck;
 
 use anyhow::Context;
 use std::future::Future;

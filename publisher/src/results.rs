@@ -62,7 +62,7 @@ impl Results {
     pub fn new(capacity: usize, ttl: Duration) -> Self {
         Results {
             inner: Mutex::new(Inner::default()),
-            capacity: capacity.max(1),
+            capacity,
             ttl,
         }
     }

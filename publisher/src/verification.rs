@@ -123,7 +123,7 @@ pub async fn start(
         .bind(&settings.results_bind)
         .await
         .map_err(|e| anyhow::anyhow!("cannot bind RESULTS_BIND {}: {e}", settings.results_bind))?;
-    let (jobs_tx, jobs) = mpsc::channel(settings.queue_capacity.max(1));
+    let (jobs_tx, jobs) = mpsc::channel(settings.queue_capacity);
     let (outbox, outbox_rx) = mpsc::unbounded_channel();
     tokio::spawn(push_tasks(push, outbox_rx));
     let verifiers = Arc::new(Mutex::new(Verifiers::default()));
@@ -136,7 +136,7 @@ pub async fn start(
         pending: HashMap::new(),
         next_task: 0,
         task_timeout: settings.task_timeout,
-        task_attempts: settings.task_attempts.max(1),
+        task_attempts: settings.task_attempts,
     };
     let task = tokio::spawn(dispatcher.run(jobs, pull));
     let handle = Verification {
