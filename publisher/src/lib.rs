@@ -10,9 +10,10 @@ mod error;
 mod events;
 mod healthcheck;
 mod metrics;
+mod query;
 mod results;
 mod routes;
-mod signatures;
+mod state;
 mod verification;
 
 pub use config::{Command, Config, Healthcheck};
@@ -26,7 +27,7 @@ use std::sync::Arc;
 /// A publisher whose sockets are bound, ready to [`run`](Publisher::run).
 pub struct Publisher {
     listener: tokio::net::TcpListener,
-    state: routes::AppState,
+    state: state::AppState,
     flusher: events::Flusher,
     dispatcher: tokio::task::JoinHandle<()>,
     events_endpoint: Option<String>,
@@ -72,7 +73,7 @@ impl Publisher {
             epoch = events.identity().epoch,
             "publisher listening"
         );
-        let state = routes::AppState {
+        let state = state::AppState {
             events,
             verification,
             results,

@@ -3,8 +3,9 @@
 //! when the verdict is in.
 
 use crate::error::ApiError;
+use crate::query;
 use crate::results::{Record, State};
-use crate::routes::{AppState, optional_param};
+use crate::state::AppState;
 use crate::verification::{Job, Present};
 use axum::Json;
 use axum::body::Bytes;
@@ -15,7 +16,6 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use std::time::Duration;
 use wire::{Event, SignatureRequested};
 
 /// The request body. Unknown fields are ignored.
@@ -70,7 +70,7 @@ pub async fn submit(
     RawQuery(query): RawQuery,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let wait = wait_param(query.as_deref(), app.max_wait)?;
+    let wait = query::wait(query.as_deref().unwrap_or(""), app.max_wait)?;
     let body = body.map_err(|rejection| match rejection.status() {
         StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge(format!(
             "the body is over the limit of {} bytes",
@@ -86,7 +86,7 @@ pub async fn submit(
     let id = uuid::Uuid::new_v4().simple().to_string();
     app.results
         .insert(id.clone(), key.clone())
-        .map_err(|full| busy(&full.to_string()))?;
+        .map_err(|full| ApiError::unavailable(full.to_string()))?;
     let requested = SignatureRequested {
         id: id.clone(),
         key: key.clone(),
@@ -96,7 +96,7 @@ pub async fn submit(
     app.events
         .publish(Event::SignatureRequested(requested))
         .await
-        .map_err(|_| busy("the service is stopping"))?;
+        .map_err(|_| ApiError::unavailable("the service is stopping"))?;
     let job = Job {
         request_id: id.clone(),
         key,
@@ -112,13 +112,13 @@ pub async fn submit(
                 verified_by: None,
             },
         );
-        return Err(busy(&e.to_string()));
+        return Err(ApiError::unavailable(e.to_string()));
     }
 
     let mut record = app
         .results
         .get(&id)
-        .ok_or_else(|| busy("the request expired at once"))?;
+        .ok_or_else(|| ApiError::unavailable("the request expired at once"))?;
     if let Some(wait) = wait {
         let _ = tokio::time::timeout(wait, record.state.wait_for(|s| *s != State::Pending)).await;
         if *record.state.borrow() != State::Pending {
@@ -173,16 +173,19 @@ fn check(
         .signature
         .ok_or_else(|| ApiError::BadRequest("missing field `signature` (hex)".into()))?;
     let hex_signature = hex_signature.trim();
-    if hex_signature.len() % 2 == 1 {
-        return Err(ApiError::BadRequest(format!(
-            "`signature` has an odd number of hex digits ({})",
-            hex_signature.len()
-        )));
-    }
-    let signature = hex::decode(hex_signature)
-        .map_err(|e| ApiError::BadRequest(format!("`signature` is not hex: {e}")))?;
+    let signature = hex::decode(hex_signature).map_err(|e| {
+        ApiError::BadRequest(match e {
+            hex::FromHexError::OddLength => format!(
+                "`signature` has an odd number of hex digits ({})",
+                hex_signature.len()
+            ),
+            e => format!("`signature` is not hex: {e}"),
+        })
+    })?;
     if present.verifiers == 0 {
-        return Err(busy("no verifier is available; retry shortly"));
+        return Err(ApiError::unavailable(
+            "no verifier is available; retry shortly",
+        ));
     }
     let key = match request.key {
         Some(key) => key,
@@ -204,27 +207,4 @@ fn check(
         )));
     }
     Ok((key, document, signature))
-}
-
-/// `?wait=2s` (any humantime duration, or plain seconds), capped at `max`.
-fn wait_param(query: Option<&str>, max: Duration) -> Result<Option<Duration>, ApiError> {
-    let Some(value) = optional_param(query.unwrap_or(""), "wait", 64)? else {
-        return Ok(None);
-    };
-    let wait = value
-        .parse::<f64>()
-        .ok()
-        .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
-        .or_else(|| humantime::parse_duration(&value).ok())
-        .ok_or_else(|| {
-            ApiError::BadRequest(format!("`wait` is not a duration: {value:?} (try 5s)"))
-        })?;
-    Ok(Some(wait.min(max)))
-}
-
-fn busy(reason: &str) -> ApiError {
-    ApiError::Unavailable {
-        reason: reason.to_owned(),
-        retry_after_secs: 1,
-    }
 }
