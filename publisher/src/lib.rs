@@ -1,5 +1,7 @@
-//! The publisher: an axum HTTP front that answers `/downcase` (and, later, signature requests)
-//! and publishes every outcome as an event on a ZMQ PUB socket (design §2–4).
+//! The publisher: an axum HTTP front that answers `/downcase` and signature requests and
+//! publishes every outcome as an event on a ZMQ PUB socket (design §2–4). `routes` holds the
+//! HTTP API (one file per resource), `events` the publishing path, `verification` the hand-off
+//! of signature checks to verifiers, and `results` the requests the API can be asked about.
 //!
 //! [`Publisher::bind`] binds every socket and reports the resolved addresses, so tests can bind
 //! port 0; [`Publisher::run`] serves until the shutdown future resolves, then lets the queued
@@ -60,9 +62,11 @@ impl Publisher {
             task_attempts: config.task_attempts,
             verifier_timeout: config.verifier_timeout,
             queue_capacity: config.task_queue,
+            // The results store never drops a pending request, so no more can be pending.
+            max_in_flight: config.results_capacity,
         };
         let (verification, dispatcher, [tasks, results_endpoint]) =
-            verification::start(&settings, codec, events.clone(), results.clone()).await?;
+            verification::start(&settings, codec, events.clone()).await?;
         metrics::handle();
         tracing::info!(
             http = %listener.local_addr()?,

@@ -1,5 +1,5 @@
 //! The HTTP API (design §3): the router, one file per resource, and the answers for paths and
-//! methods that match none. Handlers share [`AppState`](crate::state::AppState) and the query
+//! methods that match none. Handlers share [`AppState`] and the query
 //! parsing in [`crate::query`]; no route file imports another.
 
 mod downcase;

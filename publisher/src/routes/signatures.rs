@@ -4,9 +4,9 @@
 
 use crate::error::ApiError;
 use crate::query;
-use crate::results::{Record, State};
+use crate::results::{Request, State};
 use crate::state::AppState;
-use crate::verification::{Job, Present};
+use crate::verification::{Job, Snapshot};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -45,21 +45,21 @@ pub struct SignatureReply {
 }
 
 impl SignatureReply {
-    fn new(id: String, record: &Record) -> Self {
-        let (status, reason, verified_by) = match &*record.state.borrow() {
+    fn new(request: &Request) -> Self {
+        let (status, reason, verified_by) = match request.state() {
             State::Pending => ("pending", None, None),
             State::Done {
                 status,
                 reason,
                 verified_by,
-            } => (status.as_str(), reason.clone(), verified_by.clone()),
+            } => (status.as_str(), reason, verified_by),
         };
         SignatureReply {
-            id,
+            id: request.id().to_owned(),
             status,
             reason,
             verified_by,
-            key: record.key.clone(),
+            key: request.key().to_owned(),
         }
     }
 }
@@ -84,12 +84,13 @@ pub async fn submit(
     let (key, document, signature) = check(request, &present)?;
 
     let id = uuid::Uuid::new_v4().simple().to_string();
-    app.results
-        .insert(id.clone(), key.clone())
+    let request = app
+        .results
+        .insert(&id, key)
         .map_err(|full| ApiError::unavailable(full.to_string()))?;
     let requested = SignatureRequested {
-        id: id.clone(),
-        key: key.clone(),
+        id,
+        key: request.key().to_owned(),
         text_sha256: hex::encode(Sha256::digest(&document)),
         text_len: document.len() as u64,
     };
@@ -98,41 +99,34 @@ pub async fn submit(
         .await
         .map_err(|_| ApiError::unavailable("the service is stopping"))?;
     let job = Job {
-        request_id: id.clone(),
-        key,
+        request: request.clone(),
         document,
         signature,
     };
     if let Err(e) = app.verification.submit(job) {
-        app.results.finish(
-            &id,
-            State::Done {
-                status: wire::SignatureStatus::Error,
-                reason: Some(e.to_string()),
-                verified_by: None,
-            },
-        );
+        request.finish(State::Done {
+            status: wire::SignatureStatus::Error,
+            reason: Some(e.to_string()),
+            verified_by: None,
+        });
         return Err(ApiError::unavailable(e.to_string()));
     }
 
-    let mut record = app
-        .results
-        .get(&id)
-        .ok_or_else(|| ApiError::unavailable("the request expired at once"))?;
     if let Some(wait) = wait {
-        let _ = tokio::time::timeout(wait, record.state.wait_for(|s| *s != State::Pending)).await;
-        if *record.state.borrow() != State::Pending {
-            return Ok(Json(SignatureReply::new(id, &record)).into_response());
+        let mut state = request.watch();
+        let _ = tokio::time::timeout(wait, state.wait_for(|s| *s != State::Pending)).await;
+        if !request.is_pending() {
+            return Ok(Json(SignatureReply::new(&request)).into_response());
         }
     }
     let mut headers = HeaderMap::new();
-    if let Ok(location) = HeaderValue::from_str(&format!("/signatures/{id}")) {
+    if let Ok(location) = HeaderValue::from_str(&format!("/signatures/{}", request.id())) {
         headers.insert(header::LOCATION, location);
     }
     Ok((
         StatusCode::ACCEPTED,
         headers,
-        Json(SignatureReply::new(id, &record)),
+        Json(SignatureReply::new(&request)),
     )
         .into_response())
 }
@@ -142,16 +136,16 @@ pub async fn status(
     AppStateOf(app): AppStateOf<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<SignatureReply>, ApiError> {
-    let record = app.results.get(&id).ok_or_else(|| {
+    let request = app.results.get(&id).ok_or_else(|| {
         ApiError::NotFound(format!("no signature request {id:?} (unknown or expired)"))
     })?;
-    Ok(Json(SignatureReply::new(id, &record)))
+    Ok(Json(SignatureReply::new(&request)))
 }
 
 /// Validates a request against the keys the verifiers hold.
 fn check(
     request: SignatureRequest,
-    present: &Present,
+    present: &Snapshot,
 ) -> Result<(String, Vec<u8>, Vec<u8>), ApiError> {
     let document = match (request.text, request.data_base64) {
         (Some(text), None) => text.into_bytes(),
