@@ -33,6 +33,8 @@ pub struct Publisher {
     flusher: events::Flusher,
     dispatcher: tokio::task::JoinHandle<()>,
     events_endpoint: Option<String>,
+    /// The resolved PUSH (tasks) and PULL (results) endpoints.
+    verification_endpoints: [String; 2],
 }
 
 impl Publisher {
@@ -65,8 +67,9 @@ impl Publisher {
             // The results store never drops a pending request, so no more can be pending.
             max_in_flight: config.results_capacity,
         };
-        let (verification, dispatcher, [tasks, results_endpoint]) =
+        let (verification, dispatcher, verification_endpoints) =
             verification::start(&settings, codec, events.clone()).await?;
+        let [tasks, results_endpoint] = &verification_endpoints;
         metrics::handle();
         tracing::info!(
             http = %listener.local_addr()?,
@@ -91,6 +94,7 @@ impl Publisher {
             flusher,
             dispatcher,
             events_endpoint,
+            verification_endpoints,
         })
     }
 
@@ -104,6 +108,16 @@ impl Publisher {
     /// The resolved PUB endpoint, `None` when publishing is disabled.
     pub fn events_endpoint(&self) -> Option<&str> {
         self.events_endpoint.as_deref()
+    }
+
+    /// The resolved PUSH endpoint verifiers take tasks from.
+    pub fn tasks_endpoint(&self) -> &str {
+        &self.verification_endpoints[0]
+    }
+
+    /// The resolved PULL endpoint verifiers send verdicts and heartbeats to.
+    pub fn results_endpoint(&self) -> &str {
+        &self.verification_endpoints[1]
     }
 
     /// Serves until `shutdown` resolves; then finishes the requests in progress, sends every
