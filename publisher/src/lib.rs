@@ -38,7 +38,8 @@ pub struct Publisher {
 }
 
 impl Publisher {
-    /// Binds the HTTP listener and the event socket.
+    /// Binds the HTTP listener, the event socket and the task and result sockets, and starts
+    /// the tasks behind them.
     pub async fn bind(config: Config) -> anyhow::Result<Self> {
         let codec = config.common.codec()?;
         let identity = wire::Origin::starting_now(config.id.clone());
@@ -64,7 +65,9 @@ impl Publisher {
             task_attempts: config.task_attempts,
             verifier_timeout: config.verifier_timeout,
             queue_capacity: config.task_queue,
-            // The results store never drops a pending request, so no more can be pending.
+            // The results store never evicts a pending request, so the API stops taking
+            // requests at about this many in flight anyway; the dispatcher's own bound is
+            // reached first only while outcomes wait for a stalled event queue.
             max_in_flight: config.results_capacity,
         };
         let (verification, dispatcher, verification_endpoints) =
