@@ -1,6 +1,9 @@
 //! Every knob of the publisher, each a flag with an environment variable (design §8).
+//!
+//! Every duration and count is checked when it is parsed, so a value the service cannot run
+//! with (`--heartbeat-interval 0s`, `--task-attempts 0`) is refused with a message naming the
+//! flag instead of panicking or being quietly raised later.
 
-use crate::healthcheck::Healthcheck;
 use std::time::Duration;
 
 /// Configuration of the publisher process.
@@ -28,35 +31,35 @@ pub struct Config {
     pub results_bind: String,
 
     /// How long a verifier has to answer one send of a task before it is sent again.
-    #[arg(long, env = "TASK_TIMEOUT", default_value = "2s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "TASK_TIMEOUT", default_value = "2s", value_parser = positive_duration)]
     pub task_timeout: Duration,
 
     /// How many times a task is sent before its request ends as `error`.
-    #[arg(long, env = "TASK_ATTEMPTS", default_value_t = 4)]
+    #[arg(long, env = "TASK_ATTEMPTS", default_value_t = 4, value_parser = count::<u32>)]
     pub task_attempts: u32,
 
     /// A verifier not heard from for this long is taken as gone.
-    #[arg(long, env = "VERIFIER_TIMEOUT", default_value = "3s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "VERIFIER_TIMEOUT", default_value = "3s", value_parser = positive_duration)]
     pub verifier_timeout: Duration,
 
     /// Signature requests that may queue for the dispatcher before new ones get 503.
-    #[arg(long, env = "TASK_QUEUE", default_value_t = 4096)]
+    #[arg(long, env = "TASK_QUEUE", default_value_t = 4096, value_parser = count::<usize>)]
     pub task_queue: usize,
 
     /// Signature results kept for GET /signatures/{id}.
-    #[arg(long, env = "RESULTS_CAPACITY", default_value_t = 100_000)]
+    #[arg(long, env = "RESULTS_CAPACITY", default_value_t = 100_000, value_parser = count::<usize>)]
     pub results_capacity: usize,
 
     /// How long a signature result can be fetched after the request.
-    #[arg(long, env = "RESULTS_TTL", default_value = "10m", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "RESULTS_TTL", default_value = "10m", value_parser = positive_duration)]
     pub results_ttl: Duration,
 
     /// Largest request body accepted, in bytes.
-    #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
+    #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 1024 * 1024, value_parser = count::<usize>)]
     pub max_body_bytes: usize,
 
     /// Longest `?wait=` honoured on POST /signatures.
-    #[arg(long, env = "MAX_WAIT", default_value = "30s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "MAX_WAIT", default_value = "30s", value_parser = positive_duration)]
     pub max_wait: Duration,
 
     /// This publisher's id in every event; default: the host name.
@@ -64,11 +67,11 @@ pub struct Config {
     pub id: String,
 
     /// Longest `param` accepted by /downcase, in bytes (UTF-8, after percent-decoding).
-    #[arg(long, env = "MAX_PARAM_BYTES", default_value_t = 4096)]
+    #[arg(long, env = "MAX_PARAM_BYTES", default_value_t = 4096, value_parser = count::<usize>)]
     pub max_param_bytes: usize,
 
     /// How often a heartbeat goes out while no event does.
-    #[arg(long, env = "HEARTBEAT_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "HEARTBEAT_INTERVAL", default_value = "1s", value_parser = positive_duration)]
     pub heartbeat_interval: Duration,
 
     /// Serve the API without publishing events (for measuring what publishing costs).
@@ -89,4 +92,98 @@ pub struct Config {
 pub enum Command {
     /// Exit 0 when the publisher on HTTP_ADDR answers /healthz (for container health checks).
     Healthcheck(Healthcheck),
+}
+
+/// Options of `publisher healthcheck`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Healthcheck {
+    /// How long to wait for the answer.
+    #[arg(long, default_value = "2s", value_parser = positive_duration)]
+    pub timeout: Duration,
+}
+
+/// Parses a duration (`250ms`, `2s`, `1m`) that must be longer than zero.
+pub fn positive_duration(value: &str) -> Result<Duration, String> {
+    let duration = humantime::parse_duration(value).map_err(|e| format!("{e} (try 2s)"))?;
+    if duration.is_zero() {
+        return Err("must be longer than zero".into());
+    }
+    Ok(duration)
+}
+
+/// Parses a whole number that must be at least 1.
+pub fn count<T: TryFrom<u64>>(value: &str) -> Result<T, String> {
+    let n: u64 = value
+        .parse()
+        .map_err(|_| format!("{value:?} is not a whole number"))?;
+    if n == 0 {
+        return Err("must be at least 1".into());
+    }
+    T::try_from(n).map_err(|_| format!("{n} is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn refusal(args: &[&str]) -> String {
+        let args = std::iter::once("publisher").chain(args.iter().copied());
+        Config::try_parse_from(args)
+            .expect_err("refused")
+            .to_string()
+    }
+
+    #[test]
+    fn a_zero_heartbeat_interval_is_refused_naming_the_flag() {
+        let message = refusal(&["--heartbeat-interval", "0s"]);
+        assert!(message.contains("--heartbeat-interval"), "{message}");
+        assert!(message.contains("longer than zero"), "{message}");
+    }
+
+    #[test]
+    fn zero_task_attempts_are_refused_naming_the_flag() {
+        let message = refusal(&["--task-attempts", "0"]);
+        assert!(message.contains("--task-attempts"), "{message}");
+        assert!(message.contains("at least 1"), "{message}");
+    }
+
+    #[test]
+    fn every_duration_and_count_flag_refuses_zero() {
+        for flag in [
+            "--task-timeout",
+            "--verifier-timeout",
+            "--results-ttl",
+            "--max-wait",
+            "--heartbeat-interval",
+        ] {
+            assert!(refusal(&[flag, "0ms"]).contains(flag), "{flag}");
+        }
+        assert!(refusal(&["healthcheck", "--timeout", "0s"]).contains("--timeout"));
+        for flag in [
+            "--task-attempts",
+            "--task-queue",
+            "--results-capacity",
+            "--max-body-bytes",
+            "--max-param-bytes",
+        ] {
+            assert!(refusal(&[flag, "0"]).contains(flag), "{flag}");
+        }
+    }
+
+    #[test]
+    fn the_defaults_parse() {
+        let config = Config::try_parse_from(["publisher"]).expect("defaults are valid");
+        assert_eq!(config.task_attempts, 4);
+        assert_eq!(config.heartbeat_interval, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn durations_and_counts_parse_in_their_usual_forms() {
+        assert_eq!(positive_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert!(positive_duration("soon").is_err());
+        assert_eq!(count::<u32>("3"), Ok(3));
+        assert!(count::<u32>("-1").is_err());
+        assert!(count::<u32>("4294967296").is_err());
+    }
 }

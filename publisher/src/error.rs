@@ -37,6 +37,15 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// The service cannot take the work now (503 with `Retry-After: 1`): it is stopping, no
+    /// verifier is there, or a queue is full. `reason` is what the client is told.
+    pub fn unavailable(reason: impl Into<String>) -> Self {
+        ApiError::Unavailable {
+            reason: reason.into(),
+            retry_after_secs: 1,
+        }
+    }
+
     fn status(&self) -> StatusCode {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,

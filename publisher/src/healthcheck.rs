@@ -1,18 +1,10 @@
 //! `publisher healthcheck`: asks the running service's `/healthz`, so a container health check
 //! needs no curl in the image.
 
+use crate::config::Healthcheck;
 use anyhow::{Context, bail};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
-use std::time::Duration;
-
-/// Options of the health check.
-#[derive(Debug, Clone, clap::Args)]
-pub struct Healthcheck {
-    /// How long to wait for the answer.
-    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
-    pub timeout: Duration,
-}
 
 impl Healthcheck {
     /// Sends `GET /healthz` to the service listening on `http_addr` and checks for a 200.

@@ -1,5 +1,7 @@
-//! The publisher: an axum HTTP front that answers `/downcase` (and, later, signature requests)
-//! and publishes every outcome as an event on a ZMQ PUB socket (design §2–4).
+//! The publisher: an axum HTTP front that answers `/downcase` and signature requests and
+//! publishes every outcome as an event on a ZMQ PUB socket (design §2–4). `routes` holds the
+//! HTTP API (one file per resource), `events` the publishing path, `verification` the hand-off
+//! of signature checks to verifiers, and `results` the requests the API can be asked about.
 //!
 //! [`Publisher::bind`] binds every socket and reports the resolved addresses, so tests can bind
 //! port 0; [`Publisher::run`] serves until the shutdown future resolves, then lets the queued
@@ -10,14 +12,14 @@ mod error;
 mod events;
 mod healthcheck;
 mod metrics;
+mod query;
 mod results;
 mod routes;
-mod signatures;
+mod state;
 mod verification;
 
-pub use config::{Command, Config};
+pub use config::{Command, Config, Healthcheck};
 pub use error::ApiError;
-pub use healthcheck::Healthcheck;
 
 use anyhow::Context;
 use std::future::Future;
@@ -27,14 +29,17 @@ use std::sync::Arc;
 /// A publisher whose sockets are bound, ready to [`run`](Publisher::run).
 pub struct Publisher {
     listener: tokio::net::TcpListener,
-    state: routes::AppState,
+    state: state::AppState,
     flusher: events::Flusher,
     dispatcher: tokio::task::JoinHandle<()>,
     events_endpoint: Option<String>,
+    /// The resolved PUSH (tasks) and PULL (results) endpoints.
+    verification_endpoints: [String; 2],
 }
 
 impl Publisher {
-    /// Binds the HTTP listener and the event socket.
+    /// Binds the HTTP listener, the event socket and the task and result sockets, and starts
+    /// the tasks behind them.
     pub async fn bind(config: Config) -> anyhow::Result<Self> {
         let codec = config.common.codec()?;
         let identity = wire::Origin::starting_now(config.id.clone());
@@ -60,9 +65,14 @@ impl Publisher {
             task_attempts: config.task_attempts,
             verifier_timeout: config.verifier_timeout,
             queue_capacity: config.task_queue,
+            // The results store never evicts a pending request, so the API stops taking
+            // requests at about this many in flight anyway; the dispatcher's own bound is
+            // reached first only while outcomes wait for a stalled event queue.
+            max_in_flight: config.results_capacity,
         };
-        let (verification, dispatcher, [tasks, results_endpoint]) =
-            verification::start(&settings, codec, events.clone(), results.clone()).await?;
+        let (verification, dispatcher, verification_endpoints) =
+            verification::start(&settings, codec, events.clone()).await?;
+        let [tasks, results_endpoint] = &verification_endpoints;
         metrics::handle();
         tracing::info!(
             http = %listener.local_addr()?,
@@ -73,7 +83,7 @@ impl Publisher {
             epoch = events.identity().epoch,
             "publisher listening"
         );
-        let state = routes::AppState {
+        let state = state::AppState {
             events,
             verification,
             results,
@@ -87,6 +97,7 @@ impl Publisher {
             flusher,
             dispatcher,
             events_endpoint,
+            verification_endpoints,
         })
     }
 
@@ -100,6 +111,16 @@ impl Publisher {
     /// The resolved PUB endpoint, `None` when publishing is disabled.
     pub fn events_endpoint(&self) -> Option<&str> {
         self.events_endpoint.as_deref()
+    }
+
+    /// The resolved PUSH endpoint verifiers take tasks from.
+    pub fn tasks_endpoint(&self) -> &str {
+        &self.verification_endpoints[0]
+    }
+
+    /// The resolved PULL endpoint verifiers send verdicts and heartbeats to.
+    pub fn results_endpoint(&self) -> &str {
+        &self.verification_endpoints[1]
     }
 
     /// Serves until `shutdown` resolves; then finishes the requests in progress, sends every

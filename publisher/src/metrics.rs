@@ -1,5 +1,5 @@
-//! `GET /metrics` in Prometheus text format, and the middleware counting requests by route and
-//! status.
+//! The process-wide Prometheus recorder (rendered by `GET /metrics`), and the middleware
+//! counting requests by route and status.
 
 use axum::extract::{MatchedPath, Request};
 use axum::middleware::Next;
@@ -31,11 +31,6 @@ pub fn handle() -> &'static PrometheusHandle {
             Err(_) => PrometheusBuilder::new().build_recorder().handle(),
         }
     })
-}
-
-/// `GET /metrics`
-pub async fn render() -> String {
-    handle().render()
 }
 
 /// Counts every request by its route template and answer status.

@@ -2,7 +2,7 @@
 //! with an expiry. A request's id is random, so only the client that made it can ask for it.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use wire::SignatureStatus;
@@ -23,18 +23,66 @@ pub enum State {
     },
 }
 
-/// One request as the API shows it.
-#[derive(Debug, Clone)]
-pub struct Record {
+/// One signature request: its id, the key it is checked against, and where it stands. The
+/// results store finds it by id for the API; the dispatcher's entry for its task holds the same
+/// record and ends it, so each is stored once and nothing is looked up twice.
+#[derive(Debug)]
+pub struct Request {
+    id: Arc<str>,
+    key: String,
+    state: watch::Sender<State>,
+}
+
+impl Request {
+    /// A pending request `id` for key `key`, kept by no store (the store makes its own with
+    /// [`Results::insert`]).
+    pub fn new(id: &str, key: String) -> Self {
+        Request {
+            id: Arc::from(id),
+            key,
+            state: watch::Sender::new(State::Pending),
+        }
+    }
+
+    /// The request's id, as the client has it.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
     /// The key id the signature is checked against.
-    pub key: String,
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// Where the request stands now.
+    pub fn state(&self) -> State {
+        self.state.borrow().clone()
+    }
+
+    /// Whether it still waits for a verdict.
+    pub fn is_pending(&self) -> bool {
+        *self.state.borrow() == State::Pending
+    }
+
     /// Its state, watchable until it ends.
-    pub state: watch::Receiver<State>,
+    pub fn watch(&self) -> watch::Receiver<State> {
+        self.state.subscribe()
+    }
+
+    /// Ends the request; returns false when it had already ended.
+    pub fn finish(&self, outcome: State) -> bool {
+        self.state.send_if_modified(|state| {
+            let first = *state == State::Pending;
+            if first {
+                *state = outcome;
+            }
+            first
+        })
+    }
 }
 
 struct Entry {
-    key: String,
-    state: watch::Sender<State>,
+    request: Arc<Request>,
     created: Instant,
 }
 
@@ -52,9 +100,10 @@ pub struct Results {
 
 #[derive(Default)]
 struct Inner {
-    entries: HashMap<String, Entry>,
+    /// Keyed by the request's own id (shared with it, not copied).
+    entries: HashMap<Arc<str>, Entry>,
     /// Ids in insertion order, for expiry and eviction.
-    order: VecDeque<String>,
+    order: VecDeque<Arc<str>>,
 }
 
 impl Results {
@@ -62,7 +111,7 @@ impl Results {
     pub fn new(capacity: usize, ttl: Duration) -> Self {
         Results {
             inner: Mutex::new(Inner::default()),
-            capacity: capacity.max(1),
+            capacity,
             ttl,
         }
     }
@@ -71,9 +120,9 @@ impl Results {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Adds a pending request. Expired records go first; when still full, the oldest ended
-    /// one makes room. A pending one is never dropped: then the store is [`Full`].
-    pub fn insert(&self, id: String, key: String) -> Result<(), Full> {
+    /// Adds a pending request and returns it. Expired records go first; when still full, the
+    /// oldest ended one makes room. A pending one is never dropped: then the store is [`Full`].
+    pub fn insert(&self, id: &str, key: String) -> Result<Arc<Request>, Full> {
         let mut inner = self.lock();
         let now = Instant::now();
         while let Some(oldest) = inner.order.front() {
@@ -91,47 +140,28 @@ impl Results {
                 inner
                     .entries
                     .get(id)
-                    .is_none_or(|e| *e.state.borrow() != State::Pending)
+                    .is_none_or(|e| !e.request.is_pending())
             });
             let id = ended.and_then(|at| inner.order.remove(at)).ok_or(Full)?;
             inner.entries.remove(&id);
         }
-        let (state, _) = watch::channel(State::Pending);
-        inner.order.push_back(id.clone());
+        let request = Arc::new(Request::new(id, key));
+        inner.order.push_back(request.id.clone());
         inner.entries.insert(
-            id,
+            request.id.clone(),
             Entry {
-                key,
-                state,
+                request: request.clone(),
                 created: now,
             },
         );
-        Ok(())
+        Ok(request)
     }
 
-    /// The record of `id`, unless unknown or expired.
-    pub fn get(&self, id: &str) -> Option<Record> {
+    /// The request `id`, unless unknown or expired.
+    pub fn get(&self, id: &str) -> Option<Arc<Request>> {
         let inner = self.lock();
         let entry = inner.entries.get(id)?;
-        (entry.created.elapsed() < self.ttl).then(|| Record {
-            key: entry.key.clone(),
-            state: entry.state.subscribe(),
-        })
-    }
-
-    /// Ends request `id`; returns false when it had already ended (or is gone).
-    pub fn finish(&self, id: &str, outcome: State) -> bool {
-        let inner = self.lock();
-        let Some(entry) = inner.entries.get(id) else {
-            return false;
-        };
-        entry.state.send_if_modified(|state| {
-            let first = *state == State::Pending;
-            if first {
-                *state = outcome;
-            }
-            first
-        })
+        (entry.created.elapsed() < self.ttl).then(|| entry.request.clone())
     }
 }
 
@@ -150,28 +180,26 @@ mod tests {
     #[test]
     fn a_request_is_pending_until_finished_once() {
         let store = Results::new(10, Duration::from_secs(60));
-        store.insert("a".into(), "k".into()).unwrap();
-        assert_eq!(*store.get("a").unwrap().state.borrow(), State::Pending);
-        assert!(store.finish("a", valid()));
+        let request = store.insert("a", "k".into()).unwrap();
+        assert_eq!(store.get("a").unwrap().state(), State::Pending);
+        assert!(request.finish(valid()));
         assert!(
-            !store.finish("a", State::Pending),
+            !request.finish(State::Pending),
             "a second verdict is ignored"
         );
-        assert_eq!(*store.get("a").unwrap().state.borrow(), valid());
+        assert_eq!(store.get("a").unwrap().state(), valid());
+        assert_eq!(store.get("a").unwrap().key(), "k");
         assert!(store.get("b").is_none());
     }
 
     #[test]
     fn when_full_the_oldest_ended_record_makes_room_and_pending_ones_stay() {
         let store = Results::new(2, Duration::from_secs(60));
-        store.insert("a".into(), "k".into()).unwrap();
-        store.insert("b".into(), "k".into()).unwrap();
-        assert!(
-            store.insert("c".into(), "k".into()).is_err(),
-            "both pending"
-        );
-        store.finish("b", valid());
-        store.insert("c".into(), "k".into()).unwrap();
+        store.insert("a", "k".into()).unwrap();
+        let b = store.insert("b", "k".into()).unwrap();
+        assert!(store.insert("c", "k".into()).is_err(), "both pending");
+        b.finish(valid());
+        store.insert("c", "k".into()).unwrap();
         assert!(store.get("a").is_some());
         assert!(store.get("b").is_none());
     }
@@ -179,9 +207,9 @@ mod tests {
     #[test]
     fn records_expire() {
         let store = Results::new(10, Duration::ZERO);
-        store.insert("a".into(), "k".into()).unwrap();
+        store.insert("a", "k".into()).unwrap();
         assert!(store.get("a").is_none());
-        store.insert("b".into(), "k".into()).unwrap();
+        store.insert("b", "k".into()).unwrap();
         assert_eq!(store.lock().entries.len(), 1, "the expired one was purged");
     }
 }

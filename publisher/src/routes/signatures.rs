@@ -3,9 +3,10 @@
 //! when the verdict is in.
 
 use crate::error::ApiError;
-use crate::results::{Record, State};
-use crate::routes::{AppState, optional_param};
-use crate::verification::{Job, Present};
+use crate::query;
+use crate::results::{Request, State};
+use crate::state::AppState;
+use crate::verification::{Job, Snapshot};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -15,7 +16,6 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use std::time::Duration;
 use wire::{Event, SignatureRequested};
 
 /// The request body. Unknown fields are ignored.
@@ -45,21 +45,21 @@ pub struct SignatureReply {
 }
 
 impl SignatureReply {
-    fn new(id: String, record: &Record) -> Self {
-        let (status, reason, verified_by) = match &*record.state.borrow() {
+    fn new(request: &Request) -> Self {
+        let (status, reason, verified_by) = match request.state() {
             State::Pending => ("pending", None, None),
             State::Done {
                 status,
                 reason,
                 verified_by,
-            } => (status.as_str(), reason.clone(), verified_by.clone()),
+            } => (status.as_str(), reason, verified_by),
         };
         SignatureReply {
-            id,
+            id: request.id().to_owned(),
             status,
             reason,
             verified_by,
-            key: record.key.clone(),
+            key: request.key().to_owned(),
         }
     }
 }
@@ -70,7 +70,7 @@ pub async fn submit(
     RawQuery(query): RawQuery,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let wait = wait_param(query.as_deref(), app.max_wait)?;
+    let wait = query::wait(query.as_deref().unwrap_or(""), app.max_wait)?;
     let body = body.map_err(|rejection| match rejection.status() {
         StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge(format!(
             "the body is over the limit of {} bytes",
@@ -84,55 +84,49 @@ pub async fn submit(
     let (key, document, signature) = check(request, &present)?;
 
     let id = uuid::Uuid::new_v4().simple().to_string();
-    app.results
-        .insert(id.clone(), key.clone())
-        .map_err(|full| busy(&full.to_string()))?;
+    let request = app
+        .results
+        .insert(&id, key)
+        .map_err(|full| ApiError::unavailable(full.to_string()))?;
     let requested = SignatureRequested {
-        id: id.clone(),
-        key: key.clone(),
+        id,
+        key: request.key().to_owned(),
         text_sha256: hex::encode(Sha256::digest(&document)),
         text_len: document.len() as u64,
     };
     app.events
         .publish(Event::SignatureRequested(requested))
         .await
-        .map_err(|_| busy("the service is stopping"))?;
+        .map_err(|_| ApiError::unavailable("the service is stopping"))?;
     let job = Job {
-        request_id: id.clone(),
-        key,
+        request: request.clone(),
         document,
         signature,
     };
     if let Err(e) = app.verification.submit(job) {
-        app.results.finish(
-            &id,
-            State::Done {
-                status: wire::SignatureStatus::Error,
-                reason: Some(e.to_string()),
-                verified_by: None,
-            },
-        );
-        return Err(busy(&e.to_string()));
+        request.finish(State::Done {
+            status: wire::SignatureStatus::Error,
+            reason: Some(e.to_string()),
+            verified_by: None,
+        });
+        return Err(ApiError::unavailable(e.to_string()));
     }
 
-    let mut record = app
-        .results
-        .get(&id)
-        .ok_or_else(|| busy("the request expired at once"))?;
     if let Some(wait) = wait {
-        let _ = tokio::time::timeout(wait, record.state.wait_for(|s| *s != State::Pending)).await;
-        if *record.state.borrow() != State::Pending {
-            return Ok(Json(SignatureReply::new(id, &record)).into_response());
+        let mut state = request.watch();
+        let _ = tokio::time::timeout(wait, state.wait_for(|s| *s != State::Pending)).await;
+        if !request.is_pending() {
+            return Ok(Json(SignatureReply::new(&request)).into_response());
         }
     }
     let mut headers = HeaderMap::new();
-    if let Ok(location) = HeaderValue::from_str(&format!("/signatures/{id}")) {
+    if let Ok(location) = HeaderValue::from_str(&format!("/signatures/{}", request.id())) {
         headers.insert(header::LOCATION, location);
     }
     Ok((
         StatusCode::ACCEPTED,
         headers,
-        Json(SignatureReply::new(id, &record)),
+        Json(SignatureReply::new(&request)),
     )
         .into_response())
 }
@@ -142,16 +136,16 @@ pub async fn status(
     AppStateOf(app): AppStateOf<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<SignatureReply>, ApiError> {
-    let record = app.results.get(&id).ok_or_else(|| {
+    let request = app.results.get(&id).ok_or_else(|| {
         ApiError::NotFound(format!("no signature request {id:?} (unknown or expired)"))
     })?;
-    Ok(Json(SignatureReply::new(id, &record)))
+    Ok(Json(SignatureReply::new(&request)))
 }
 
 /// Validates a request against the keys the verifiers hold.
 fn check(
     request: SignatureRequest,
-    present: &Present,
+    present: &Snapshot,
 ) -> Result<(String, Vec<u8>, Vec<u8>), ApiError> {
     let document = match (request.text, request.data_base64) {
         (Some(text), None) => text.into_bytes(),
@@ -173,16 +167,19 @@ fn check(
         .signature
         .ok_or_else(|| ApiError::BadRequest("missing field `signature` (hex)".into()))?;
     let hex_signature = hex_signature.trim();
-    if hex_signature.len() % 2 == 1 {
-        return Err(ApiError::BadRequest(format!(
-            "`signature` has an odd number of hex digits ({})",
-            hex_signature.len()
-        )));
-    }
-    let signature = hex::decode(hex_signature)
-        .map_err(|e| ApiError::BadRequest(format!("`signature` is not hex: {e}")))?;
+    let signature = hex::decode(hex_signature).map_err(|e| {
+        ApiError::BadRequest(match e {
+            hex::FromHexError::OddLength => format!(
+                "`signature` has an odd number of hex digits ({})",
+                hex_signature.len()
+            ),
+            e => format!("`signature` is not hex: {e}"),
+        })
+    })?;
     if present.verifiers == 0 {
-        return Err(busy("no verifier is available; retry shortly"));
+        return Err(ApiError::unavailable(
+            "no verifier is available; retry shortly",
+        ));
     }
     let key = match request.key {
         Some(key) => key,
@@ -204,27 +201,4 @@ fn check(
         )));
     }
     Ok((key, document, signature))
-}
-
-/// `?wait=2s` (any humantime duration, or plain seconds), capped at `max`.
-fn wait_param(query: Option<&str>, max: Duration) -> Result<Option<Duration>, ApiError> {
-    let Some(value) = optional_param(query.unwrap_or(""), "wait", 64)? else {
-        return Ok(None);
-    };
-    let wait = value
-        .parse::<f64>()
-        .ok()
-        .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
-        .or_else(|| humantime::parse_duration(&value).ok())
-        .ok_or_else(|| {
-            ApiError::BadRequest(format!("`wait` is not a duration: {value:?} (try 5s)"))
-        })?;
-    Ok(Some(wait.min(max)))
-}
-
-fn busy(reason: &str) -> ApiError {
-    ApiError::Unavailable {
-        reason: reason.to_owned(),
-        retry_after_secs: 1,
-    }
 }

@@ -1,0 +1,25 @@
+//! What every route handler can reach: the publishing path, verification, the results store
+//! and the request limits. Kept apart from the routes so no route file imports another.
+
+use crate::events::Events;
+use crate::results::Results;
+use crate::verification::Verification;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The router's state; cheap to clone (every field is a handle or a number).
+#[derive(Clone)]
+pub struct AppState {
+    /// The publishing path.
+    pub events: Events,
+    /// Signature checks by the verifiers.
+    pub verification: Verification,
+    /// Signature requests and their outcomes.
+    pub results: Arc<Results>,
+    /// Longest accepted `param`, in bytes.
+    pub max_param_bytes: usize,
+    /// Largest accepted body, in bytes.
+    pub max_body_bytes: usize,
+    /// Longest `?wait=` honoured.
+    pub max_wait: Duration,
+}

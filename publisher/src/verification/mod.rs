@@ -1,0 +1,109 @@
+//! Signature checks handed to verifier workers over PUSH/PULL, with delivery made reliable on
+//! top (design §6): every task has an id and a deadline; no verdict in time means it is sent
+//! again, to whichever verifier is alive, a bounded number of times, then it ends as `error`.
+//! Verdicts are idempotent by task id. Verifiers announce themselves and their keys with
+//! heartbeats on the results socket; the API learns from them which keys exist.
+//!
+//! - [`registry`]: the verifiers heard from and their keys, as a snapshot ready for the API;
+//! - [`dispatcher`]: the decisions (send, send again, conclude), with no I/O;
+//! - [`sockets`]: the PUSH and PULL sockets, each owned by a task;
+//! - [`driver`]: the task that runs the dispatcher between them and the one timer.
+
+mod dispatcher;
+mod driver;
+mod registry;
+mod sockets;
+
+pub use dispatcher::Job;
+pub use registry::Snapshot;
+
+use crate::events::Events;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use wire::Codec;
+
+/// Delivery settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Endpoint the PUSH (tasks) socket binds.
+    pub tasks_bind: String,
+    /// Endpoint the PULL (results, heartbeats) socket binds.
+    pub results_bind: String,
+    /// Time a verifier has to answer one send of a task.
+    pub task_timeout: Duration,
+    /// Sends of a task before it ends as `error`.
+    pub task_attempts: u32,
+    /// A verifier not heard from for this long counts as gone.
+    pub verifier_timeout: Duration,
+    /// Requests that may wait for the dispatcher before new ones get 503; also the bound of
+    /// the task outbox, so a full queue's worth of first sends fits in it.
+    pub queue_capacity: usize,
+    /// Requests the dispatcher takes at once (in flight, or with their outcome not yet
+    /// published).
+    pub max_in_flight: usize,
+}
+
+/// The task queue is full.
+#[derive(Debug, thiserror::Error)]
+#[error("the verification queue is full")]
+pub struct Busy;
+
+/// What the API asks of verification; cheap to clone.
+#[derive(Clone)]
+pub struct Verification {
+    jobs: mpsc::Sender<Job>,
+    present: watch::Receiver<Arc<Snapshot>>,
+    verifier_timeout: Duration,
+}
+
+impl Verification {
+    /// Verifiers heard from within the verifier timeout, and their keys.
+    pub fn present(&self) -> Arc<Snapshot> {
+        self.present.borrow().clone()
+    }
+
+    /// How long a silent verifier still counts as present.
+    pub fn verifier_timeout(&self) -> Duration {
+        self.verifier_timeout
+    }
+
+    /// Queues a job without waiting.
+    pub fn submit(&self, job: Job) -> Result<(), Busy> {
+        self.jobs.try_send(job).map_err(|_| Busy)
+    }
+}
+
+/// Binds the task and result sockets and starts the dispatcher; returns the handle for the
+/// API, the dispatcher's task and the resolved tasks and results endpoints. The task ends once
+/// every [`Verification`] handle is dropped and the tasks in flight have ended (or a drain
+/// time has passed), with every outcome handed to `events`.
+pub async fn start(
+    settings: &Settings,
+    codec: Codec,
+    events: Events,
+) -> anyhow::Result<(Verification, JoinHandle<()>, [String; 2])> {
+    let sockets = sockets::bind(&settings.tasks_bind, &settings.results_bind).await?;
+    let endpoints = sockets.endpoints.clone();
+    let (outbox, replies) = sockets.start(codec.clone(), settings.queue_capacity);
+    let (registry, present) = registry::Registry::new(settings.verifier_timeout);
+    let driver = driver::Driver {
+        dispatcher: dispatcher::Dispatcher::new(
+            events.identity().clone(),
+            settings.task_timeout,
+            settings.task_attempts,
+        ),
+        registry,
+        codec,
+        outbox,
+    };
+    let (jobs_tx, jobs) = mpsc::channel(settings.queue_capacity);
+    let task = tokio::spawn(driver.run(jobs, replies, events, settings.max_in_flight));
+    let handle = Verification {
+        jobs: jobs_tx,
+        present,
+        verifier_timeout: settings.verifier_timeout,
+    };
+    Ok((handle, task, endpoints))
+}

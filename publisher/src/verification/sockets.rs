@@ -1,0 +1,91 @@
+//! The task and result sockets, each owned by a task of its own so the dispatcher never waits
+//! on one: sending may wait on a slow verifier (PUSH), and receiving decodes and checks every
+//! reply's tag (PULL).
+
+use tokio::sync::mpsc;
+use wire::{Codec, Envelope, Reply};
+use zeromq::{PullSocket, PushSocket, Socket, SocketRecv, SocketSend, ZmqMessage};
+
+/// Replies decoded but not yet taken by the dispatcher. When full, the PULL task waits, and
+/// so in turn do the ZMQ library's queue and the verifiers' PUSH sockets: a reply is never
+/// dropped inside the process.
+const REPLIES_CAPACITY: usize = 1024;
+
+/// The two sockets, bound.
+pub struct Bound {
+    push: PushSocket,
+    pull: PullSocket,
+    /// The resolved tasks and results endpoints.
+    pub endpoints: [String; 2],
+}
+
+/// Binds the PUSH socket tasks go out on and the PULL socket replies come in on.
+pub async fn bind(tasks_bind: &str, results_bind: &str) -> anyhow::Result<Bound> {
+    let mut push = PushSocket::new();
+    let tasks = push
+        .bind(tasks_bind)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot bind TASKS_BIND {tasks_bind}: {e}"))?;
+    let mut pull = PullSocket::new();
+    let results = pull
+        .bind(results_bind)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot bind RESULTS_BIND {results_bind}: {e}"))?;
+    Ok(Bound {
+        push,
+        pull,
+        endpoints: [tasks.to_string(), results.to_string()],
+    })
+}
+
+impl Bound {
+    /// Starts the owner tasks. Returns the outbox for encoded tasks, which holds at most
+    /// `outbox_capacity` (whoever sends into it decides what a full outbox means), and the
+    /// replies as they are decoded. Both tasks end once their other ends are dropped.
+    pub fn start(
+        self,
+        codec: Codec,
+        outbox_capacity: usize,
+    ) -> (mpsc::Sender<ZmqMessage>, mpsc::Receiver<Envelope<Reply>>) {
+        let (outbox, outbox_rx) = mpsc::channel(outbox_capacity);
+        let (replies_tx, replies) = mpsc::channel(REPLIES_CAPACITY);
+        tokio::spawn(push_tasks(self.push, outbox_rx));
+        tokio::spawn(pull_replies(self.pull, codec, replies_tx));
+        (outbox, replies)
+    }
+}
+
+/// Sends every task handed to the outbox until the outbox is closed.
+async fn push_tasks(mut push: PushSocket, mut outbox: mpsc::Receiver<ZmqMessage>) {
+    while let Some(message) = outbox.recv().await {
+        // With no verifier connected the send fails at once; the task's deadline re-sends it.
+        if let Err(e) = push.send(message).await {
+            tracing::debug!(cause = %e, "task not sent");
+        }
+    }
+}
+
+/// Decodes what arrives on the PULL socket and passes valid replies on, until the receiving
+/// end is dropped. Anything that does not decode is counted and dropped.
+async fn pull_replies(mut pull: PullSocket, codec: Codec, replies: mpsc::Sender<Envelope<Reply>>) {
+    let rejects = plumbing::Rejects::new("a message that could not be decoded");
+    loop {
+        let message = tokio::select! {
+            () = replies.closed() => break,
+            message = pull.recv() => message,
+        };
+        match message {
+            Ok(message) => match codec.decode::<Reply>(&message) {
+                Ok(envelope) => {
+                    if replies.send(envelope).await.is_err() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    rejects.record("results socket", &e);
+                }
+            },
+            Err(e) => tracing::debug!(cause = %e, "result receive interrupted"),
+        }
+    }
+}
