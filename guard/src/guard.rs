@@ -19,6 +19,7 @@ const MAX_ACCEPT_PAUSE: Duration = Duration::from_secs(1);
 /// A running guard. It relays until [`shutdown`](Guard::shutdown) or until it is dropped;
 /// either way its listener and every connection it relays are closed.
 #[derive(Debug)]
+#[must_use = "a guard stops relaying when it is dropped"]
 pub struct Guard {
     local: SocketAddr,
     task: JoinHandle<()>,
@@ -86,7 +87,7 @@ impl Guard {
             report: Report::new(name),
             target,
         });
-        tracing::debug!(socket = name, %local, target = ?shared.target, "guard listening");
+        tracing::info!(socket = name, %local, target = ?shared.target, "guard listening");
         let task = tokio::spawn(accept_loop(listener, shared));
         Self { local, task }
     }

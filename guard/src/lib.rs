@@ -49,8 +49,10 @@ pub struct Limits {
     pub max_command_bytes: u64,
     /// Most peers relayed at once; more are accepted and closed at once.
     pub max_connections: usize,
-    /// Most bytes held for a peer that does not read; past it the peer is cut. `None`
-    /// relays with plain backpressure, leaving the library to queue without bound.
+    /// Most bytes the guard holds for a peer that does not take them (on top of what the
+    /// kernel's socket buffers hold); one byte more and the peer is cut at once. It must
+    /// exceed the largest burst a healthy peer may fall behind by. `None` relays with plain
+    /// backpressure, leaving the library to queue as it does unguarded.
     pub outbound_budget_bytes: Option<usize>,
     /// Time a peer has to send its greeting and first command (READY); also the bound on
     /// connecting to the other side of the relay.

@@ -54,6 +54,7 @@ pub(crate) struct Report {
 
 impl Report {
     pub(crate) fn new(name: &'static str) -> Self {
+        describe();
         Self {
             name,
             cuts: Throttle::default(),
@@ -114,6 +115,22 @@ impl Report {
             );
         }
     }
+}
+
+/// Gives each metric its help text (once per recorder; repeating it is harmless).
+fn describe() {
+    metrics::describe_counter!(
+        "guard_connections_total",
+        "Connections a socket guard admitted and relayed."
+    );
+    metrics::describe_gauge!(
+        "guard_connections_active",
+        "Connections a socket guard is relaying now."
+    );
+    metrics::describe_counter!(
+        "guard_cut_total",
+        "Connections a socket guard closed, by reason."
+    );
 }
 
 /// Counts events and says when a warning about them is due: on the first, then at most once

@@ -134,3 +134,16 @@ async fn a_subscriber_that_stops_reading_is_cut_as_a_slow_peer() {
     assert!(stopped.is_cut().await);
     assert_eq!(cuts("slow_peer", "slow_peer"), 1);
 }
+
+#[tokio::test]
+async fn a_guard_that_is_shut_down_closes_its_connections_and_stops_listening() {
+    let guarded = GuardedPull::start("shutdown", Limits::default()).await;
+    let addr = guarded.addr();
+    let mut peer = guarded.raw_peer().await;
+    peer.handshake("PUSH").await;
+
+    guarded.guard.shutdown().await;
+
+    assert!(peer.is_cut().await);
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+}
