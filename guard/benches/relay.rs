@@ -1,0 +1,194 @@
+//! What the guard costs: messages per second over loopback, straight to the zeromq socket and
+//! through a bind-side guard, measured in the same run in interleaved rounds, with the ratio.
+//!
+//! - PUB→SUB (the events path): the guard's outbound pump, PUB bound behind the guard.
+//! - PUSH→PULL (the results path): the guard's inbound inspector, PULL bound behind the guard.
+//!
+//! PUB drops what a subscriber cannot take, so the publisher here stays at most [`WINDOW_BYTES`]
+//! bytes ahead of what the subscriber has received: the pipe stays full and nothing is
+//! lost. Run with `cargo bench -p guard`.
+
+use guard::{Guard, Limits};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+use zeromq::{Socket, SocketRecv, SocketSend, ZmqMessage};
+
+const SIZES: [usize; 2] = [32, 1024];
+const ROUNDS: usize = 5;
+/// How long each measurement receives.
+const MEASURE: Duration = Duration::from_millis(1500);
+/// How far, in bytes, the publisher may run ahead of the subscriber: well inside the
+/// guard's default outbound budget (8 MiB), which would otherwise cut the subscriber as a
+/// slow peer, and inside PUB's own queue of 100 000 messages.
+const WINDOW_BYTES: usize = 2 * 1024 * 1024;
+
+type Error = Box<dyn std::error::Error>;
+
+#[derive(Clone, Copy, Debug)]
+enum Path {
+    PubSub,
+    PushPull,
+}
+
+fn main() -> Result<(), Error> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        println!("messages/s, median of {ROUNDS} interleaved rounds (slowest–fastest)");
+        println!(
+            "{:<10} {:>6}  {:<26} {:<26} {:>5}",
+            "path", "size", "direct", "guarded", "ratio"
+        );
+        for path in [Path::PubSub, Path::PushPull] {
+            for size in SIZES {
+                let mut direct = Vec::new();
+                let mut guarded = Vec::new();
+                for _ in 0..ROUNDS {
+                    for (guard, rates) in [(false, &mut direct), (true, &mut guarded)] {
+                        let rate = measure(path, size, guard)
+                            .await
+                            .map_err(|e| format!("{path:?} {size} B guarded={guard}: {e}"))?;
+                        rates.push(rate);
+                    }
+                }
+                let name = match path {
+                    Path::PubSub => "PUB→SUB",
+                    Path::PushPull => "PUSH→PULL",
+                };
+                println!(
+                    "{name:<10} {:>6}  {:<26} {:<26} {:>5.2}",
+                    format!("{size} B"),
+                    spread(&direct),
+                    spread(&guarded),
+                    median(&guarded) / median(&direct)
+                );
+            }
+        }
+        Ok(())
+    })
+}
+
+fn sorted(rates: &[f64]) -> Vec<f64> {
+    let mut rates = rates.to_vec();
+    rates.sort_by(f64::total_cmp);
+    rates
+}
+
+fn median(rates: &[f64]) -> f64 {
+    let rates = sorted(rates);
+    rates[rates.len() / 2]
+}
+
+/// `median (slowest–fastest)`, in messages per second.
+fn spread(rates: &[f64]) -> String {
+    let all = sorted(rates);
+    let (low, high) = (all[0], all[all.len() - 1]);
+    format!("{:.0} ({low:.0}–{high:.0})", median(rates))
+}
+
+/// Messages per second received over one [`MEASURE`] period.
+async fn measure(path: Path, size: usize, guarded: bool) -> Result<f64, Error> {
+    match path {
+        Path::PubSub => pub_sub(size, guarded).await,
+        Path::PushPull => push_pull(size, guarded).await,
+    }
+}
+
+/// Binds nothing itself: puts a guard in front of `inner` when asked and says where to connect.
+async fn front(inner: &zeromq::Endpoint, guarded: bool) -> Result<(String, Option<Guard>), Error> {
+    if !guarded {
+        return Ok((inner.to_string(), None));
+    }
+    let guard = Guard::bind(
+        "127.0.0.1:0",
+        &inner.to_string(),
+        Limits::default(),
+        "bench",
+    )
+    .await?;
+    Ok((guard.local_endpoint(), Some(guard)))
+}
+
+async fn pub_sub(size: usize, guarded: bool) -> Result<f64, Error> {
+    let mut publisher = zeromq::PubSocket::new();
+    let inner = publisher.bind("tcp://127.0.0.1:0").await?;
+    let (endpoint, _guard) = front(&inner, guarded).await?;
+    let mut subscriber = zeromq::SubSocket::new();
+    subscriber.connect(&endpoint).await?;
+    subscriber.subscribe("").await?;
+    // Until the subscription has reached the PUB, what it sends is dropped.
+    loop {
+        publisher.send(ZmqMessage::from(vec![0; size])).await?;
+        if tokio::time::timeout(Duration::from_millis(20), subscriber.recv())
+            .await
+            .is_ok()
+        {
+            break;
+        }
+    }
+
+    let received = Arc::new(AtomicU64::new(0));
+    let progress = Arc::new(Notify::new());
+    let sender = tokio::spawn({
+        let (received, progress) = (Arc::clone(&received), Arc::clone(&progress));
+        async move {
+            let message = ZmqMessage::from(vec![b'x'; size]);
+            let window = (WINDOW_BYTES / size).min(50_000) as u64;
+            let mut sent = 0u64;
+            loop {
+                while sent.saturating_sub(received.load(Ordering::Relaxed)) >= window {
+                    progress.notified().await;
+                }
+                if publisher.send(message.clone()).await.is_err() {
+                    return;
+                }
+                sent += 1;
+            }
+        }
+    });
+    let rate = count_for(&mut subscriber, |n| {
+        received.store(n, Ordering::Relaxed);
+        if n % 256 == 0 {
+            progress.notify_one();
+        }
+    })
+    .await;
+    sender.abort();
+    rate
+}
+
+async fn push_pull(size: usize, guarded: bool) -> Result<f64, Error> {
+    let mut pull = zeromq::PullSocket::new();
+    let inner = pull.bind("tcp://127.0.0.1:0").await?;
+    let (endpoint, _guard) = front(&inner, guarded).await?;
+    let mut push = zeromq::PushSocket::new();
+    push.connect(&endpoint).await?;
+    // PUSH waits for room, so it needs no window of its own.
+    let sender = tokio::spawn(async move {
+        let message = ZmqMessage::from(vec![b'x'; size]);
+        while push.send(message.clone()).await.is_ok() {}
+    });
+    pull.recv().await?;
+    let rate = count_for(&mut pull, |_| {}).await;
+    sender.abort();
+    rate
+}
+
+/// Receives for [`MEASURE`] and returns messages per second; `on_count` sees each running
+/// total.
+async fn count_for(
+    socket: &mut impl SocketRecv,
+    mut on_count: impl FnMut(u64),
+) -> Result<f64, Error> {
+    let start = Instant::now();
+    let mut count = 0u64;
+    while start.elapsed() < MEASURE {
+        socket.recv().await?;
+        count += 1;
+        on_count(count);
+    }
+    Ok(count as f64 / start.elapsed().as_secs_f64())
+}
