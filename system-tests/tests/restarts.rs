@@ -1,7 +1,7 @@
 //! Any process can start first, stop or die, and the others carry on by themselves.
 
 use std::time::Duration;
-use test_support::{PUBLISHER_ID, TestSystem, wait_until};
+use test_support::{PATIENCE, PUBLISHER_ID, TestSystem, wait_until};
 
 /// How long a graceful stop may take.
 const STOP_WITHIN: Duration = Duration::from_secs(5);
@@ -37,7 +37,7 @@ async fn a_subscriber_started_before_the_publisher_logs_its_events() {
     system.learn_publisher_addresses().await;
     let subscriber = system.start_subscriber(&[]);
     subscriber
-        .wait_for_log("subscriber running", test_support::PATIENCE)
+        .wait_for_log("subscriber running", PATIENCE)
         .await;
 
     // Act
@@ -55,17 +55,13 @@ async fn a_publisher_restarted_under_a_running_subscriber_is_followed_without_a_
     let subscriber = system.start_subscriber(&[]);
     system.until_subscribed("first-run").await;
     system.api().downcase("first-run-last").await;
-    let first_run_lines = wait_until(
-        "the first run's last event",
-        test_support::PATIENCE,
-        async || {
-            let lines = system.read_log();
-            lines
-                .iter()
-                .any(|l| l.param() == Some("first-run-last"))
-                .then_some(lines.len())
-        },
-    )
+    let first_run_lines = wait_until("the first run's last event", PATIENCE, async || {
+        let lines = system.read_log();
+        lines
+            .iter()
+            .any(|l| l.param() == Some("first-run-last"))
+            .then_some(lines.len())
+    })
     .await;
 
     // Act: the publisher dies and a new run comes up on the same ports. The subscriber is
@@ -90,9 +86,8 @@ async fn a_publisher_restarted_under_a_running_subscriber_is_followed_without_a_
     let last_missing: u64 = gap.fields["last"].parse().expect("a numeric last=");
     assert_eq!(events.first().map(|l| l.seq), Some(last_missing + 1));
     assert!(
-        events
-            .windows(2)
-            .all(|w| w[0].topic == "downcase" && w[1].seq == w[0].seq + 1),
+        events.iter().all(|l| l.topic == "downcase")
+            && events.windows(2).all(|w| w[1].seq == w[0].seq + 1),
         "{second_run:?}"
     );
     assert!(
@@ -156,7 +151,7 @@ async fn a_subscriber_waiting_for_an_absent_publisher_still_stops_on_sigterm() {
     system.learn_publisher_addresses().await;
     let mut subscriber = system.start_subscriber(&[]);
     subscriber
-        .wait_for_log("subscriber running", test_support::PATIENCE)
+        .wait_for_log("subscriber running", PATIENCE)
         .await;
 
     // Act

@@ -74,7 +74,8 @@ impl TestSystem {
         self.addresses()
     }
 
-    /// Where the publisher listens; panics before it has been started.
+    /// Where the publisher listens, as learnt at its first start (the epoch is that run's);
+    /// panics before it has been started.
     pub fn addresses(&self) -> &Addresses {
         &self
             .publisher

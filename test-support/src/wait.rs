@@ -13,12 +13,16 @@ const POLL: Duration = Duration::from_millis(25);
 /// value. Panics after `limit` (a check that hangs counts against it too) with a message
 /// naming `what` was awaited.
 ///
-/// ```ignore
+/// ```no_run
+/// # async fn example(path: &std::path::Path) {
+/// use test_support::{PATIENCE, read_log, wait_until};
+///
 /// let lines = wait_until("two lines in the log", PATIENCE, async || {
-///     let lines = read_log(&path);
+///     let lines = read_log(path);
 ///     (lines.len() >= 2).then_some(lines)
 /// })
 /// .await;
+/// # }
 /// ```
 pub async fn wait_until<T>(
     what: &str,
