@@ -2,8 +2,9 @@
 //! dropped, never a crash; a jump in numbering is an explicit gap line.
 
 use bytes::Bytes;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::time::Duration;
+use test_support::{PATIENCE, Process, wait_until};
 use wire::{Broadcast, Codec, Downcase, Event, Heartbeat, Origin};
 use zeromq::{PubSocket, Socket, SocketSend, ZmqMessage};
 
@@ -25,77 +26,85 @@ fn downcase(seq: u64, param: &str) -> ZmqMessage {
     )
 }
 
-/// Sends `message` until `done` says it arrived (the PUB socket drops while no one listens).
-async fn send_until(socket: &mut PubSocket, message: ZmqMessage, done: impl Fn() -> bool) {
-    let start = Instant::now();
-    while !done() {
-        socket.send(message.clone()).await.expect("send");
-        assert!(start.elapsed() < Duration::from_secs(20), "never arrived");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+/// Starts the subscriber binary in `dir` with `env`.
+fn start_subscriber(dir: &Path, env: &[(&str, String)]) -> Process {
+    Process::start(env!("CARGO_BIN_EXE_subscriber").as_ref(), dir, env)
+}
+
+/// A message made of `frames`.
+fn frames(frames: Vec<Bytes>) -> ZmqMessage {
+    ZmqMessage::try_from(frames).expect("at least one frame")
 }
 
 #[tokio::test]
 async fn garbage_is_dropped_and_a_numbering_jump_is_a_gap_line() {
-    let dir = tempfile::tempdir().unwrap();
+    // Arrange: a subscriber that has logged a first event from our PUB socket.
+    let dir = tempfile::tempdir().expect("a temporary directory");
     let log = dir.path().join("subscriber.log");
     let mut socket = PubSocket::new();
-    let endpoint = socket.bind("tcp://127.0.0.1:0").await.unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_subscriber"))
-        .env("EVENTS_CONNECT", endpoint.to_string())
-        .env("LOG_FILE", &log)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let endpoint = socket
+        .bind("tcp://127.0.0.1:0")
+        .await
+        .expect("PUB binds port 0");
+    let mut subscriber = start_subscriber(
+        dir.path(),
+        &[
+            ("EVENTS_CONNECT", endpoint.to_string()),
+            ("LOG_FILE", log.display().to_string()),
+        ],
+    );
     let read = || std::fs::read_to_string(&log).unwrap_or_default();
-
-    send_until(&mut socket, downcase(1, "First"), || {
-        read().contains("First")
+    // The PUB socket drops what it sends before the subscriber is connected: send until seen.
+    wait_until("the first event in the log", PATIENCE, async || {
+        socket.send(downcase(1, "First")).await.expect("PUB sends");
+        read().contains("First").then_some(())
     })
     .await;
     let garbage = [
         ZmqMessage::from("downcase"),
-        ZmqMessage::try_from(vec![
+        frames(vec![
             Bytes::from("downcase"),
             Bytes::from_static(&[0xc1, 0xff]),
-        ])
-        .unwrap(),
-        ZmqMessage::try_from(vec![Bytes::from("no.such.topic"), Bytes::from("x")]).unwrap(),
-        ZmqMessage::try_from(vec![Bytes::from_static(&[0xff]), Bytes::from("x")]).unwrap(),
-        ZmqMessage::try_from(vec![
+        ]),
+        frames(vec![Bytes::from("no.such.topic"), Bytes::from("x")]),
+        frames(vec![Bytes::from_static(&[0xff]), Bytes::from("x")]),
+        frames(vec![
             Bytes::from("a"),
             Bytes::from("b"),
             Bytes::from("c"),
             Bytes::from("d"),
-        ])
-        .unwrap(),
+        ]),
     ];
+
+    // Act
     for message in garbage {
-        socket.send(message).await.unwrap();
+        socket.send(message).await.expect("PUB sends");
     }
-    socket.send(downcase(2, "Second")).await.unwrap();
-    socket
-        .send(event(
+    for message in [
+        downcase(2, "Second"),
+        event(
             2,
             Broadcast::Heartbeat(Heartbeat {
                 last_seq: 2,
                 replay: false,
             }),
-        ))
-        .await
-        .unwrap();
-    socket.send(downcase(2, "Second again")).await.unwrap();
-    socket.send(downcase(6, "Sixth")).await.unwrap();
-    let start = Instant::now();
-    while !read().contains("Sixth") {
-        assert!(start.elapsed() < Duration::from_secs(10), "log: {}", read());
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        ),
+        downcase(2, "Second again"),
+        downcase(6, "Sixth"),
+    ] {
+        socket.send(message).await.expect("PUB sends");
     }
-    assert!(
-        child.try_wait().unwrap().is_none(),
-        "still running after garbage"
-    );
+    wait_until(
+        "the sixth event in the log",
+        Duration::from_secs(10),
+        async || read().contains("Sixth").then_some(()),
+    )
+    .await;
+    let running_after_garbage = subscriber.exited().is_none();
+    let status = subscriber.terminate(PATIENCE).await;
 
+    // Assert
+    assert!(running_after_garbage, "still running after garbage");
     let text = read();
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 4, "{text}");
@@ -104,15 +113,8 @@ async fn garbage_is_dropped_and_a_numbering_jump_is_a_gap_line() {
     assert!(lines[2].ends_with(" gap fake-pub#3 last=5 missing=3 reason=\"not received\""));
     assert!(lines[3].contains(" downcase fake-pub#6 "));
     assert!(!text.contains("heartbeat"));
-
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    let status = child.wait().unwrap();
     assert!(status.success(), "exit on SIGTERM: {status}");
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    let stderr = subscriber.stderr();
     assert!(
         stderr.contains("dropped a message that could not be decoded"),
         "{stderr}"
@@ -120,28 +122,34 @@ async fn garbage_is_dropped_and_a_numbering_jump_is_a_gap_line() {
     assert!(stderr.contains("rejected=5"), "{stderr}");
 }
 
-#[test]
-fn an_unwritable_log_file_is_a_clear_error_at_start() {
-    let output = Command::new(env!("CARGO_BIN_EXE_subscriber"))
-        .env("LOG_FILE", "/nonexistent-dir/subscriber.log")
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+#[tokio::test]
+async fn an_unwritable_log_file_is_a_clear_error_at_start() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+
+    let mut subscriber = start_subscriber(
+        dir.path(),
+        &[("LOG_FILE", "/nonexistent-dir/subscriber.log".into())],
+    );
+    let status = subscriber.exit_status(PATIENCE).await;
+
+    assert!(!status.success());
+    let stderr = subscriber.stderr();
     assert!(
         stderr.contains("cannot open LOG_FILE /nonexistent-dir/subscriber.log"),
         "{stderr}"
     );
 }
 
-#[test]
-fn a_malformed_endpoint_is_refused_with_a_clear_message() {
-    let output = Command::new(env!("CARGO_BIN_EXE_subscriber"))
-        .env("EVENTS_CONNECT", "localhost:4444")
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&output.stderr);
+#[tokio::test]
+async fn a_malformed_endpoint_is_refused_with_a_clear_message() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+
+    let mut subscriber =
+        start_subscriber(dir.path(), &[("EVENTS_CONNECT", "localhost:4444".into())]);
+    let status = subscriber.exit_status(PATIENCE).await;
+
+    assert_eq!(status.code(), Some(2));
+    let stderr = subscriber.stderr();
     assert!(
         stderr.contains("is not a ZMQ endpoint like tcp://host:port"),
         "{stderr}"

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::time::Duration;
-use system_tests::{LogLine, System, read_log, wait_for};
+use test_support::{LogLine, PATIENCE, PUBLISHER_ID, TestSystem, wait_until};
 
 /// Distinct params across scripts: ASCII, accented Latin, Greek with a final sigma, emoji, an
 /// embedded newline and an ANSI escape.
@@ -19,23 +19,23 @@ fn param(i: usize) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_thousand_requests_are_each_logged_once_in_order_with_the_right_result() {
-    let system = System::new();
+    // Arrange
+    let system = TestSystem::new();
     let _publisher = system.start_publisher().await;
     let _subscriber = system.start_subscriber(&[]);
     system.until_subscribed("warmup").await;
 
     // Act: 2 000 requests, 16 at a time.
-    let system = std::sync::Arc::new(system);
     let mut answered: HashMap<String, u64> = HashMap::new();
     for chunk in (0..2000).collect::<Vec<_>>().chunks(16) {
         let requests = chunk.iter().map(|&i| {
-            let system = system.clone();
+            let api = system.api().clone();
             tokio::spawn(async move {
                 let p = param(i);
-                let answer = system.downcase(&p).await;
+                let answer = api.downcase(&p).await;
                 assert_eq!(answer["param"], p.as_str());
                 assert_eq!(answer["result"], p.to_lowercase().as_str());
-                assert_eq!(answer["event"]["publisher"], "pub-test");
+                assert_eq!(answer["event"]["publisher"], PUBLISHER_ID);
                 (p, answer["event"]["seq"].as_u64().expect("seq"))
             })
         });
@@ -54,15 +54,19 @@ async fn two_thousand_requests_are_each_logged_once_in_order_with_the_right_resu
         };
         lines.iter().filter(is_ours).cloned().collect()
     };
-    let lines = wait_for(Duration::from_secs(30), "2 000 events in the log", || {
-        let lines = read_log(&system.log_path());
-        (ours(&lines).len() >= 2000).then_some(lines)
-    })
+    let lines = wait_until(
+        "2 000 events in the log",
+        Duration::from_secs(30),
+        async || {
+            let lines = system.read_log();
+            (ours(&lines).len() >= 2000).then_some(lines)
+        },
+    )
     .await;
     assert!(
         lines
             .iter()
-            .all(|l| l.topic == "downcase" && l.publisher == "pub-test"),
+            .all(|l| l.topic == "downcase" && l.publisher == PUBLISHER_ID),
         "no gap lines"
     );
     let lines = ours(&lines);
@@ -92,25 +96,19 @@ async fn two_thousand_requests_are_each_logged_once_in_order_with_the_right_resu
 
 #[tokio::test]
 async fn json_format_writes_one_parseable_object_per_event() {
-    let system = System::new();
+    // Arrange: a subscriber writing JSON Lines, known to be connected.
+    let system = TestSystem::new();
     let _publisher = system.start_publisher().await;
     let _subscriber = system.start_subscriber(&[("LOG_FORMAT", "json".into())]);
+    system.until_subscribed("json-probe").await;
     let param = "Tab\tNew\nLine \u{1b}[2J ΣΑΣ";
-    let lines = wait_for(Duration::from_secs(20), "a JSON event", || {
-        let text = std::fs::read_to_string(system.log_path()).unwrap_or_default();
-        text.contains("\"json-probe\"").then_some(text)
-    });
-    // Keep sending the probe until it shows: the subscriber may not be connected yet.
-    let sender = async {
-        loop {
-            system.downcase("json-probe").await;
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    };
-    tokio::select! { _ = lines => {}, () = sender => {} }
-    system.downcase(param).await;
-    let text = wait_for(Duration::from_secs(10), "the escaped event", || {
-        let text = std::fs::read_to_string(system.log_path()).unwrap_or_default();
+
+    // Act
+    system.api().downcase(param).await;
+
+    // Assert
+    let text = wait_until("the escaped event", PATIENCE, async || {
+        let text = system.log_text();
         text.contains("ΣΑΣ").then_some(text)
     })
     .await;

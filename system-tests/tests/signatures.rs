@@ -6,50 +6,29 @@ use rsa::signature::{SignatureEncoding, Signer};
 use serde_json::json;
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
-use system_tests::{System, openssl, read_log, wait_for};
-
-/// Polls `GET /signatures/{id}` until the request is no longer pending.
-async fn final_state(system: &System, id: &str) -> serde_json::Value {
-    let start = Instant::now();
-    loop {
-        let body: serde_json::Value = system
-            .get(&format!("/signatures/{id}"))
-            .await
-            .expect("answer")
-            .json()
-            .await
-            .expect("JSON");
-        if body["status"] != "pending" {
-            return body;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "{id} stuck in pending"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+use test_support::{PATIENCE, TestSystem, wait_until};
 
 #[tokio::test]
 async fn openssl_and_rustcrypto_signatures_verify_and_bad_ones_do_not() {
-    let system = System::new();
-    let alice = openssl::key_pair(system.dir.path(), "alice");
-    let mallory = openssl::key_pair(system.dir.path(), "mallory");
-    std::fs::remove_file(system.dir.path().join("keys/mallory.pem")).unwrap();
+    // Arrange: alice's public key is loaded, mallory's is not.
+    let system = TestSystem::new();
+    let alice = system.keys.key("alice");
+    let mallory = system.keys.private_key("mallory", 2048);
     let _publisher = system.start_publisher().await;
     let _verifier = system.start_verifier("v1");
     system.until_verifiers(1).await;
+    let api = system.api();
 
     let text = "Pay Bob 10 €.\n";
-    let by_openssl = openssl::sign(&alice, text.as_bytes());
-    let pem = std::fs::read_to_string(&alice).unwrap();
+    let by_openssl = system.keys.sign_hex(&alice, text.as_bytes());
+    let pem = std::fs::read_to_string(&alice).expect("the private key is readable");
     let key = rsa::RsaPrivateKey::from_pkcs8_pem(&pem).expect("openssl genrsa writes PKCS#8");
     let by_rustcrypto = hex::encode(
         SigningKey::<rsa::sha2::Sha256>::new(key)
             .sign(text.as_bytes())
             .to_bytes(),
     );
-    let by_mallory = openssl::sign(&mallory, text.as_bytes());
+    let by_mallory = system.keys.sign_hex(&mallory, text.as_bytes());
 
     let cases = [
         (
@@ -74,8 +53,9 @@ async fn openssl_and_rustcrypto_signatures_verify_and_bad_ones_do_not() {
             "invalid",
         ),
     ];
+    // Act and assert, case by case: the synchronous form.
     for (body, expected) in cases {
-        let (status, answer) = system.post_signature("?wait=10s", &body).await;
+        let (status, answer) = api.post_signature("?wait=10s", &body).await;
         assert_eq!(status, 200, "{body} → {answer}");
         assert_eq!(answer["status"], expected, "{body} → {answer}");
         assert_eq!(answer["key"], "alice");
@@ -84,44 +64,41 @@ async fn openssl_and_rustcrypto_signatures_verify_and_bad_ones_do_not() {
         }
     }
 
-    // Asynchronous form: 202, Location, then the verdict.
-    let response = system
-        .http
-        .post(format!("http://127.0.0.1:{}/signatures", system.ports.http))
-        .json(&json!({"text": text, "signature": by_openssl, "key": "alice"}))
-        .send()
-        .await
-        .unwrap();
+    // The asynchronous form: 202, Location, then the verdict.
+    let response = api
+        .post_signature_response(
+            "",
+            &json!({"text": text, "signature": by_openssl, "key": "alice"}),
+        )
+        .await;
     assert_eq!(response.status(), 202);
-    let location = response.headers()["location"].to_str().unwrap().to_owned();
-    let body: serde_json::Value = response.json().await.unwrap();
+    let location = response.headers()["location"]
+        .to_str()
+        .expect("Location is text")
+        .to_owned();
+    let body: serde_json::Value = response.json().await.expect("a JSON answer");
+    let id = body["id"].as_str().expect("an id").to_owned();
     assert_eq!(body["status"], "pending");
-    assert_eq!(
-        location,
-        format!("/signatures/{}", body["id"].as_str().unwrap())
-    );
-    assert_eq!(
-        final_state(&system, body["id"].as_str().unwrap()).await["status"],
-        "valid"
-    );
-    let status = system
+    assert_eq!(location, format!("/signatures/{id}"));
+    assert_eq!(api.signature_outcome(&id).await["status"], "valid");
+    let status = api
         .get("/signatures/0123456789abcdef0123456789abcdef")
         .await
-        .unwrap()
         .status();
     assert_eq!(status, 404, "an unknown id");
 }
 
 #[tokio::test]
 async fn bad_signature_requests_get_a_clear_4xx() {
-    let system = System::new();
-    let alice = openssl::key_pair(system.dir.path(), "alice");
+    // Arrange
+    let system = TestSystem::new();
+    let alice = system.keys.key("alice");
     let _publisher = system
         .start_publisher_with(&[("MAX_BODY_BYTES", "4096".into())])
         .await;
     let _verifier = system.start_verifier("v1");
     system.until_verifiers(1).await;
-    let good = openssl::sign(&alice, b"doc");
+    let good = system.keys.sign_hex(&alice, b"doc");
 
     let cases: Vec<(Vec<u8>, u16, &str)> = vec![
         (
@@ -182,8 +159,9 @@ async fn bad_signature_requests_get_a_clear_4xx() {
             "over the limit",
         ),
     ];
+    // Act and assert, case by case.
     for (body, status, says) in cases {
-        let (got, answer) = system.post_raw("", body.clone()).await;
+        let (got, answer) = system.api().post_raw("", body.clone()).await;
         let error = answer["error"].as_str().unwrap_or_default();
         assert_eq!(
             got,
@@ -197,32 +175,35 @@ async fn bad_signature_requests_get_a_clear_4xx() {
 
 #[tokio::test]
 async fn with_no_verifier_a_request_gets_503_within_a_second() {
-    let system = System::new();
+    // Arrange
+    let system = TestSystem::new();
     let _publisher = system.start_publisher().await;
+    let api = system.api();
+
+    // Act
     let start = Instant::now();
-    let response = system
-        .http
-        .post(format!(
-            "http://127.0.0.1:{}/signatures?wait=10s",
-            system.ports.http
-        ))
-        .json(&json!({"text": "doc", "signature": "00".repeat(256), "key": "alice"}))
-        .send()
-        .await
-        .unwrap();
-    assert!(start.elapsed() < Duration::from_secs(1));
+    let response = api
+        .post_signature_response(
+            "?wait=10s",
+            &json!({"text": "doc", "signature": "00".repeat(256), "key": "alice"}),
+        )
+        .await;
+    let took = start.elapsed();
+
+    // Assert
+    assert!(took < Duration::from_secs(1), "took {took:?}");
     assert_eq!(response.status(), 503);
     assert_eq!(response.headers()["retry-after"], "1");
-    assert_eq!(system.get("/readyz").await.unwrap().status(), 503);
+    assert_eq!(api.get("/readyz").await.status(), 503);
 }
 
 /// Signs `n` documents with openssl; every third one is then tampered with.
-fn workload(system: &System, n: usize) -> Vec<(serde_json::Value, &'static str)> {
-    let alice = openssl::key_pair(system.dir.path(), "alice");
+fn workload(system: &TestSystem, n: usize) -> Vec<(serde_json::Value, &'static str)> {
+    let alice = system.keys.key("alice");
     (0..n)
         .map(|i| {
             let text = format!("document {i}");
-            let signature = openssl::sign(&alice, text.as_bytes());
+            let signature = system.keys.sign_hex(&alice, text.as_bytes());
             if i % 3 == 2 {
                 (
                     json!({"text": format!("{text}!"), "signature": signature, "key": "alice"}),
@@ -240,7 +221,8 @@ fn workload(system: &System, n: usize) -> Vec<(serde_json::Value, &'static str)>
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_verifiers_share_400_requests_and_every_one_is_logged() {
-    let system = std::sync::Arc::new(System::new());
+    // Arrange
+    let system = TestSystem::new();
     let docs = workload(&system, 40);
     let _publisher = system.start_publisher().await;
     let _subscriber = system.start_subscriber(&[]);
@@ -249,12 +231,13 @@ async fn two_verifiers_share_400_requests_and_every_one_is_logged() {
     let _v2 = system.start_verifier("v2");
     system.until_verifiers(2).await;
 
-    let mut tasks = Vec::new();
+    // Act: 400 synchronous requests at once.
+    let mut requests = Vec::new();
     for i in 0..400 {
         let (body, expected) = docs[i % docs.len()].clone();
-        let system = system.clone();
-        tasks.push(tokio::spawn(async move {
-            let (status, answer) = system.post_signature("?wait=20s", &body).await;
+        let api = system.api().clone();
+        requests.push(tokio::spawn(async move {
+            let (status, answer) = api.post_signature("?wait=20s", &body).await;
             assert_eq!(status, 200, "{answer}");
             assert_eq!(answer["status"], expected, "{answer}");
             answer
@@ -262,14 +245,16 @@ async fn two_verifiers_share_400_requests_and_every_one_is_logged() {
     }
     let mut by = HashMap::new();
     let mut ids = HashSet::new();
-    for task in tasks {
-        let answer = task.await.unwrap();
-        *by.entry(answer["verified_by"].as_str().unwrap().to_owned())
-            .or_insert(0) += 1;
-        ids.insert(answer["id"].as_str().unwrap().to_owned());
+    for request in requests {
+        let answer = request.await.expect("the request task finishes");
+        let verifier = answer["verified_by"].as_str().expect("verified_by");
+        *by.entry(verifier.to_owned()).or_insert(0) += 1;
+        ids.insert(answer["id"].as_str().expect("an id").to_owned());
     }
+
+    // Assert: distinct ids, both verifiers used, counted in /metrics…
     assert_eq!(ids.len(), 400);
-    let metrics = system.get("/metrics").await.unwrap().text().await.unwrap();
+    let metrics = system.api().metrics().await;
     for expected in [
         "tasks_sent_total 400",
         "http_requests_total{route=\"/signatures\",status=\"200\"} 400",
@@ -278,7 +263,8 @@ async fn two_verifiers_share_400_requests_and_every_one_is_logged() {
     ] {
         assert!(
             metrics.contains(expected),
-            "/metrics lacks {expected:?}:\n{metrics}"
+            "/metrics lacks {expected:?}:\n{}",
+            metrics.0
         );
     }
     assert!(
@@ -286,9 +272,9 @@ async fn two_verifiers_share_400_requests_and_every_one_is_logged() {
         "{by:?}"
     );
 
-    // Every request's signature.requested and final event reach subscriber.log.
-    let lines = wait_for(Duration::from_secs(20), "800 signature events", || {
-        let lines = read_log(&system.log_path());
+    // …and every request's signature.requested and final event reach subscriber.log.
+    let lines = wait_until("800 signature events", PATIENCE, async || {
+        let lines = system.read_log();
         let n = lines
             .iter()
             .filter(|l| l.topic.starts_with("signature."))
@@ -313,42 +299,62 @@ async fn two_verifiers_share_400_requests_and_every_one_is_logged() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_one_of_two_verifiers_mid_flight_loses_no_request() {
-    let system = std::sync::Arc::new(System::new());
+    // Arrange
+    let system = TestSystem::new();
     let docs = workload(&system, 30);
     let _publisher = system
         .start_publisher_with(&[("TASK_TIMEOUT", "1s".into())])
         .await;
     let _v1 = system.start_verifier("v1");
-    let v2 = system.start_verifier("v2");
+    let mut v2 = system.start_verifier("v2");
     system.until_verifiers(2).await;
 
-    // 300 asynchronous requests, then SIGKILL one verifier while they are in flight.
+    // Act: 300 asynchronous requests. From the 100th, v2 is frozen, so the tasks it is given
+    // stay in flight there; at the 150th it is killed with them.
     let mut ids = Vec::new();
     for i in 0..300 {
-        let (body, expected) = docs[i % docs.len()].clone();
-        let (status, answer) = system.post_signature("", &body).await;
-        assert!(status == 202 || status == 200, "{answer}");
-        ids.push((answer["id"].as_str().unwrap().to_owned(), expected));
-        if i == 150 {
-            v2.signal("KILL");
+        if i == 100 {
+            v2.pause();
         }
+        if i == 150 {
+            v2.kill();
+        }
+        let (body, expected) = docs[i % docs.len()].clone();
+        let (status, answer) = system.api().post_signature("", &body).await;
+        assert!(status == 202 || status == 200, "{answer}");
+        ids.push((answer["id"].as_str().expect("an id").to_owned(), expected));
     }
+
+    // Assert: every request gets its right verdict, and some only because their task was sent
+    // again after v2 died with it.
     for (id, expected) in &ids {
-        let state = final_state(&system, id).await;
+        let state = system.api().signature_outcome(id).await;
         assert_eq!(state["status"], *expected, "{id}: {state}");
     }
+    let metrics = system.api().metrics().await;
+    let resent = metrics.value("tasks_resent_total").unwrap_or(0.0);
+    assert!(resent > 0.0, "no task was re-sent:\n{}", metrics.0);
 }
 
 #[tokio::test]
 async fn a_verifier_started_before_the_publisher_verifies_once_it_comes() {
-    let system = System::new();
-    let alice = openssl::key_pair(system.dir.path(), "alice");
-    let _verifier = system.start_verifier("early");
-    tokio::time::sleep(Duration::from_millis(500)).await; // it tries, and waits
+    // Arrange: a verifier up and retrying a publisher that does not run yet.
+    let system = TestSystem::new();
+    let alice = system.keys.key("alice");
+    system.learn_publisher_addresses().await;
+    let verifier = system.start_verifier("early");
+    verifier
+        .wait_for_log("publisher not reachable yet", PATIENCE)
+        .await;
+
+    // Act
     let _publisher = system.start_publisher().await;
     system.until_verifiers(1).await;
-    let body = json!({"text": "doc", "signature": openssl::sign(&alice, b"doc"), "key": "alice"});
-    let (status, answer) = system.post_signature("?wait=10s", &body).await;
+    let body =
+        json!({"text": "doc", "signature": system.keys.sign_hex(&alice, b"doc"), "key": "alice"});
+    let (status, answer) = system.api().post_signature("?wait=10s", &body).await;
+
+    // Assert
     assert_eq!(
         (status, answer["status"].as_str()),
         (200, Some("valid")),
@@ -358,28 +364,34 @@ async fn a_verifier_started_before_the_publisher_verifies_once_it_comes() {
 
 #[tokio::test]
 async fn a_publisher_restarted_under_running_verifiers_gets_them_back_by_themselves() {
-    let system = System::new();
-    let alice = openssl::key_pair(system.dir.path(), "alice");
-    let body = json!({"text": "doc", "signature": openssl::sign(&alice, b"doc"), "key": "alice"});
+    // Arrange: two verifiers working for the first run.
+    let system = TestSystem::new();
+    let alice = system.keys.key("alice");
+    let body =
+        json!({"text": "doc", "signature": system.keys.sign_hex(&alice, b"doc"), "key": "alice"});
     let mut publisher = system.start_publisher().await;
     let _v1 = system.start_verifier("v1");
     let _v2 = system.start_verifier("v2");
     system.until_verifiers(2).await;
     assert_eq!(
-        system.post_signature("?wait=10s", &body).await.1["status"],
+        system.api().post_signature("?wait=10s", &body).await.1["status"],
         "valid"
     );
 
     // Once killed outright, once stopped gracefully: both verifiers come back within seconds.
     for graceful in [false, true] {
+        // Act
         if graceful {
-            assert!(publisher.terminate(Duration::from_secs(10)).await.success());
+            let status = publisher.terminate(Duration::from_secs(10)).await;
+            assert!(status.success(), "publisher exit: {status}");
         } else {
             publisher.kill();
         }
         publisher = system.start_publisher().await;
         let restarted = Instant::now();
         system.until_verifiers(2).await;
+
+        // Assert
         assert!(
             restarted.elapsed() < Duration::from_secs(10),
             "took {:?}",
@@ -387,7 +399,7 @@ async fn a_publisher_restarted_under_running_verifiers_gets_them_back_by_themsel
         );
         let mut by = HashSet::new();
         for _ in 0..6 {
-            let (status, answer) = system.post_signature("?wait=10s", &body).await;
+            let (status, answer) = system.api().post_signature("?wait=10s", &body).await;
             assert_eq!(
                 (status, answer["status"].as_str()),
                 (200, Some("valid")),

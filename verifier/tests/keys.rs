@@ -1,10 +1,8 @@
 //! Loading KEYS_DIR: both PEM forms of RSA public keys load; anything doubtful stops the start
 //! with an error that names the file and the problem.
 
-mod common;
-
-use common::{KeyFolder, openssl};
 use std::ffi::OsStr;
+use test_support::openssl::{KeyFolder, openssl};
 use verifier::{KeyError, KeyRing};
 
 #[test]

@@ -2,14 +2,10 @@
 //! ZMQ sockets bound on this machine: heartbeats, verdicts, publisher restarts, garbage on the
 //! wire, shared-key tags and SIGTERM.
 
-mod common;
-
-use common::KeyFolder;
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
+use test_support::openssl::KeyFolder;
+use test_support::{Process, wait_until};
 use wire::{
     Codec, Envelope, Origin, PROTOCOL_VERSION, Reply, SharedKey, SignatureStatus, Verdict,
     VerifierHeartbeat, VerifyTask,
@@ -37,17 +33,8 @@ struct Publisher {
 /// Binds `endpoint`, retrying within a bound: a closed listener's port on a restart is
 /// released asynchronously.
 async fn bind_retrying(socket: &mut impl Socket, endpoint: &str) -> zeromq::Endpoint {
-    let start = std::time::Instant::now();
-    loop {
-        match socket.bind(endpoint).await {
-            Ok(bound) => return bound,
-            Err(e) => assert!(
-                start.elapsed() < Duration::from_secs(5),
-                "{endpoint} binds: {e}"
-            ),
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let what = format!("{endpoint} to be free to bind");
+    wait_until(&what, RECOVERY, async || socket.bind(endpoint).await.ok()).await
 }
 
 impl Publisher {
@@ -189,106 +176,28 @@ async fn close_result_socket(socket: PullSocket) {
 
 const VERIFIER_ID: &str = "test-verifier";
 
-struct Verifier {
-    child: Child,
-    log: Arc<Mutex<String>>,
-}
-
-impl Verifier {
-    fn start(keys_dir: &Path, tasks: &str, results: &str) -> Self {
-        Self::start_with(keys_dir, tasks, results, &[])
-    }
-
-    fn start_with(keys_dir: &Path, tasks: &str, results: &str, env: &[(&str, &str)]) -> Self {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_verifier"));
-        command
-            .env_clear()
-            .env("TASKS_CONNECT", tasks)
-            .env("RESULTS_CONNECT", results)
-            .env("KEYS_DIR", keys_dir)
-            .env("VERIFIER_ID", VERIFIER_ID)
-            .env("VERIFY_WORKERS", "2")
-            .env("HEARTBEAT_INTERVAL", "200ms")
-            .env("RUST_LOG", "info,verifier=debug")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        for (name, value) in env {
-            command.env(name, value);
-        }
-        let mut child = command.spawn().expect("the verifier binary starts");
-        let log = Arc::new(Mutex::new(String::new()));
-        let stderr = child.stderr.take().expect("stderr is piped");
-        let sink = Arc::clone(&log);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let mut log = sink.lock().expect("log lock");
-                log.push_str(&line);
-                log.push('\n');
-            }
-        });
-        Verifier { child, log }
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().expect("log lock").clone()
-    }
-
-    async fn wait_for_log(&self, needle: &str, within: Duration) {
-        let deadline = Instant::now() + within;
-        while !self.log().contains(needle) {
-            assert!(
-                Instant::now() < deadline,
-                "the log never said {needle:?} within {within:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    fn sigterm(&self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("kill runs");
-        assert!(status.success());
-    }
-
-    async fn exit_status(&mut self, within: Duration) -> ExitStatus {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("child status readable") {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the verifier did not exit within {within:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
-
-impl Drop for Verifier {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!("--- verifier log ---\n{}", self.log());
-        }
-    }
+/// Starts the verifier binary with the keys of `keys`, connected to `tasks` and `results`, with
+/// quick heartbeats, plus `env`.
+fn start_verifier(keys: &Keys, tasks: &str, results: &str, env: &[(&str, &str)]) -> Process {
+    let mut all = vec![
+        ("TASKS_CONNECT", tasks.to_owned()),
+        ("RESULTS_CONNECT", results.to_owned()),
+        ("KEYS_DIR", keys.folder.keys_dir().display().to_string()),
+        ("VERIFIER_ID", VERIFIER_ID.to_owned()),
+        ("VERIFY_WORKERS", "2".to_owned()),
+        ("HEARTBEAT_INTERVAL", "200ms".to_owned()),
+        ("RUST_LOG", "info,verifier=debug".to_owned()),
+    ];
+    all.extend(env.iter().map(|&(k, v)| (k, v.to_owned())));
+    Process::start(
+        env!("CARGO_BIN_EXE_verifier").as_ref(),
+        keys.folder.path(),
+        &all,
+    )
 }
 
 // ---------------------------------------------------------------------------------------------
 // Helpers.
-
-/// A port nobody listens on (bound, read and released).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
 
 /// Established TCP connections from this machine to `port` (both ends of a loopback
 /// connection show up in /proc/net/tcp; this counts the connecting ends only).
@@ -306,6 +215,18 @@ fn established_connections_to(port: u16) -> usize {
             remote_port == Some(port) && fields.get(3) == Some(&"01")
         })
         .count()
+}
+
+/// Task and result endpoints on ports that were just bound and are closed again: where a
+/// publisher is absent (and may come later).
+async fn vacated_endpoints() -> (String, String) {
+    let publisher = Publisher::bind("tcp://127.0.0.1:0", "tcp://127.0.0.1:0").await;
+    let endpoints = (
+        publisher.tasks_endpoint.clone(),
+        publisher.results_endpoint.clone(),
+    );
+    publisher.stop().await;
+    endpoints
 }
 
 fn port_of(endpoint: &str) -> u16 {
@@ -344,27 +265,43 @@ impl Keys {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_verifier_started_before_the_publisher_announces_its_keys_and_gives_right_verdicts() {
+    // Arrange: a verifier retrying a publisher that is not there yet.
     let keys = Keys::new();
     let other = keys.folder.private_key("other", 3072);
     keys.folder.publish_pkcs1(&other, "other");
-    let (tasks_port, results_port) = (free_port(), free_port());
+    let (tasks, results) = vacated_endpoints().await;
     // The verifier is given a host name; the publisher binds the address it resolves to.
-    let verifier = Verifier::start(
-        &keys.folder.keys_dir(),
-        &format!("tcp://localhost:{tasks_port}"),
-        &format!("tcp://localhost:{results_port}"),
+    let verifier = start_verifier(
+        &keys,
+        &format!("tcp://localhost:{}", port_of(&tasks)),
+        &format!("tcp://localhost:{}", port_of(&results)),
+        &[],
     );
     verifier
         .wait_for_log("publisher not reachable yet", PATIENCE)
         .await;
 
-    let mut publisher = Publisher::bind(
-        &format!("tcp://127.0.0.1:{tasks_port}"),
-        &format!("tcp://127.0.0.1:{results_port}"),
-    )
-    .await;
-
+    // Act
+    let mut publisher = Publisher::bind(&tasks, &results).await;
     let heartbeat = publisher.heartbeat(PATIENCE).await;
+    let valid = publisher
+        .verify(&keys.task(1, b"hello world"), PATIENCE)
+        .await;
+    let mut tampered = keys.task(2, b"pay 10 EUR");
+    tampered.document = b"pay 99 EUR".to_vec();
+    let invalid = publisher.verify(&tampered, PATIENCE).await;
+    let mut truncated = keys.task(3, b"text");
+    truncated.signature.pop();
+    let short = publisher.verify(&truncated, PATIENCE).await;
+    let mut unknown = keys.task(4, b"text");
+    unknown.key = "nobody".into();
+    let error = publisher.verify(&unknown, PATIENCE).await;
+    let mut pkcs1 = keys.task(5, b"with the other key");
+    pkcs1.key = "other".into();
+    pkcs1.signature = keys.folder.sign(&other, b"with the other key");
+    let other_valid = publisher.verify(&pkcs1, PATIENCE).await;
+
+    // Assert
     let announced: Vec<_> = heartbeat
         .keys
         .iter()
@@ -372,58 +309,40 @@ async fn a_verifier_started_before_the_publisher_announces_its_keys_and_gives_ri
         .collect();
     assert_eq!(announced, [("demo", 256), ("other", 384)]);
     assert_eq!(heartbeat.in_flight, 0);
-
-    let valid = publisher
-        .verify(&keys.task(1, b"hello world"), PATIENCE)
-        .await;
     assert_eq!(valid.status, SignatureStatus::Valid, "{valid:?}");
-
-    let mut tampered = keys.task(2, b"pay 10 EUR");
-    tampered.document = b"pay 99 EUR".to_vec();
-    let invalid = publisher.verify(&tampered, PATIENCE).await;
     assert_eq!(invalid.status, SignatureStatus::Invalid, "{invalid:?}");
-
-    let mut truncated = keys.task(3, b"text");
-    truncated.signature.pop();
-    let short = publisher.verify(&truncated, PATIENCE).await;
     assert_eq!(short.status, SignatureStatus::Invalid);
     assert!(short.reason.expect("a reason").contains("255 bytes"));
-
-    let mut unknown = keys.task(4, b"text");
-    unknown.key = "nobody".into();
-    let error = publisher.verify(&unknown, PATIENCE).await;
     assert_eq!(error.status, SignatureStatus::Error);
     assert!(error.reason.expect("a reason").contains("unknown key"));
-
-    let mut pkcs1 = keys.task(5, b"with the other key");
-    pkcs1.key = "other".into();
-    pkcs1.signature = keys.folder.sign(&other, b"with the other key");
-    let other_valid = publisher.verify(&pkcs1, PATIENCE).await;
     assert_eq!(other_valid.status, SignatureStatus::Valid);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verification_works_again_within_seconds_after_the_publisher_restarts_on_the_same_ports() {
+    // Arrange
     let keys = Keys::new();
     let mut publisher = Publisher::bind("tcp://127.0.0.1:0", "tcp://127.0.0.1:0").await;
-    let _verifier = Verifier::start(
-        &keys.folder.keys_dir(),
+    let _verifier = start_verifier(
+        &keys,
         &publisher.tasks_endpoint,
         &publisher.results_endpoint,
+        &[],
     );
     let before = publisher.verify(&keys.task(1, b"before"), PATIENCE).await;
     assert_eq!(before.status, SignatureStatus::Valid);
 
     for round in 0..2_u64 {
+        // Act
         publisher = publisher.restart().await;
         let restarted = Instant::now();
-
         let heartbeat = publisher.heartbeat(RECOVERY).await;
-        assert_eq!(heartbeat.keys.len(), 1);
         let after = publisher
             .verify(&keys.task(10 + round, b"after"), RECOVERY)
             .await;
 
+        // Assert
+        assert_eq!(heartbeat.keys.len(), 1);
         assert_eq!(after.status, SignatureStatus::Valid);
         assert!(
             restarted.elapsed() < RECOVERY,
@@ -435,36 +354,35 @@ async fn verification_works_again_within_seconds_after_the_publisher_restarts_on
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rebuilt_link_leaves_no_stale_task_connection_behind() {
+    // Arrange
     let keys = Keys::new();
     let mut publisher = Publisher::bind("tcp://127.0.0.1:0", "tcp://127.0.0.1:0").await;
-    let verifier = Verifier::start(
-        &keys.folder.keys_dir(),
+    let verifier = start_verifier(
+        &keys,
         &publisher.tasks_endpoint,
         &publisher.results_endpoint,
+        &[],
     );
     let tasks_port = port_of(&publisher.tasks_endpoint);
     publisher.verify(&keys.task(1, b"first"), PATIENCE).await;
     assert_eq!(established_connections_to(tasks_port), 1);
 
-    // Only the result side restarts: the verifier notices on its next pushes and rebuilds
+    // Act: only the result side restarts: the verifier notices on its next pushes and rebuilds
     // both sockets, while the publisher's task PUSH stays up and keeps its old connection.
     publisher.restart_results_only().await;
     verifier
         .wait_for_log("lost the publisher; reconnecting", PATIENCE)
         .await;
     let after = publisher.verify(&keys.task(2, b"second"), RECOVERY).await;
-    assert_eq!(after.status, SignatureStatus::Valid);
 
-    // The old task connection was closed by the verifier, not left half-alive.
-    let deadline = Instant::now() + PATIENCE;
-    while established_connections_to(tasks_port) != 1 {
-        assert!(
-            Instant::now() < deadline,
-            "{} verifier connections to the task port",
-            established_connections_to(tasks_port)
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    // Assert: the old task connection was closed by the verifier, not left half-alive.
+    assert_eq!(after.status, SignatureStatus::Valid);
+    wait_until(
+        "one verifier connection to the task port",
+        PATIENCE,
+        async || (established_connections_to(tasks_port) == 1).then_some(()),
+    )
+    .await;
     for id in 3..8 {
         let result = publisher.verify(&keys.task(id, b"more"), PATIENCE).await;
         assert_eq!(result.status, SignatureStatus::Valid);
@@ -473,15 +391,16 @@ async fn a_rebuilt_link_leaves_no_stale_task_connection_behind() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn undecodable_messages_are_dropped_and_verification_goes_on() {
+    // Arrange
     let keys = Keys::new();
     let mut publisher = Publisher::bind("tcp://127.0.0.1:0", "tcp://127.0.0.1:0").await;
-    let verifier = Verifier::start(
-        &keys.folder.keys_dir(),
+    let verifier = start_verifier(
+        &keys,
         &publisher.tasks_endpoint,
         &publisher.results_endpoint,
+        &[],
     );
     publisher.verify(&keys.task(1, b"warm-up"), PATIENCE).await;
-
     let mut two_frames = ZmqMessage::from("task.verify");
     two_frames.push_back(vec![0xc1, 0xff, 0x00].into());
     let heartbeat_as_task = publisher.codec.encode(&test_publisher().envelope(
@@ -491,13 +410,16 @@ async fn undecodable_messages_are_dropped_and_verification_goes_on() {
             in_flight: 0,
         }),
     ));
+
+    // Act
     for garbage in [ZmqMessage::from("junk"), two_frames, heartbeat_as_task] {
         assert!(publisher.send_raw(garbage).await);
     }
-
     let result = publisher
         .verify(&keys.task(2, b"still here"), PATIENCE)
         .await;
+
+    // Assert
     assert_eq!(result.status, SignatureStatus::Valid);
     verifier
         .wait_for_log("dropped messages that are not valid tasks", PATIENCE)
@@ -506,45 +428,50 @@ async fn undecodable_messages_are_dropped_and_verification_goes_on() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_a_shared_key_tasks_and_verdicts_carry_tags_and_untagged_tasks_are_dropped() {
+    // Arrange: both ends share a key.
     let keys = Keys::new();
     let secret = keys.folder.scratch("shared.key");
     std::fs::write(&secret, "a shared secret of 32 bytes.....\n").expect("written");
     let codec = Codec::new(Some(SharedKey::from_file(&secret).expect("key file")));
     let mut publisher = Publisher::bind_with("tcp://127.0.0.1:0", "tcp://127.0.0.1:0", codec).await;
-    let verifier = Verifier::start_with(
-        &keys.folder.keys_dir(),
+    let verifier = start_verifier(
+        &keys,
         &publisher.tasks_endpoint,
         &publisher.results_endpoint,
         &[("SHARED_KEY_FILE", secret.to_str().expect("UTF-8 path"))],
     );
-    // `Publisher::next` decodes with the keyed codec: an untagged verdict would fail there.
-    let tagged = publisher.verify(&keys.task(1, b"tagged"), PATIENCE).await;
-    assert_eq!(tagged.status, SignatureStatus::Valid);
-
     let forger = Origin {
         id: "forger".into(),
         epoch: 1,
     };
     let untagged = Codec::default().encode(&forger.envelope(1, keys.task(2, b"forged")));
-    assert!(publisher.send_raw(untagged).await);
 
+    // Act
+    // `Publisher::next` decodes with the keyed codec: an untagged verdict would fail there.
+    let tagged = publisher.verify(&keys.task(1, b"tagged"), PATIENCE).await;
+    assert!(publisher.send_raw(untagged).await);
     verifier
         .wait_for_log("expected 3 frames, got 2", PATIENCE)
         .await;
     let after = publisher
         .verify(&keys.task(3, b"tagged again"), PATIENCE)
         .await;
+
+    // Assert
+    assert_eq!(tagged.status, SignatureStatus::Valid);
     assert_eq!(after.status, SignatureStatus::Valid);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_pushes_the_verdicts_in_flight_and_exits_0_within_seconds() {
+    // Arrange: a burst of tasks sent to a working verifier.
     let keys = Keys::new();
     let mut publisher = Publisher::bind("tcp://127.0.0.1:0", "tcp://127.0.0.1:0").await;
-    let mut verifier = Verifier::start(
-        &keys.folder.keys_dir(),
+    let mut verifier = start_verifier(
+        &keys,
         &publisher.tasks_endpoint,
         &publisher.results_endpoint,
+        &[],
     );
     publisher.verify(&keys.task(1, b"warm-up"), PATIENCE).await;
     let burst = keys.task(2, b"burst");
@@ -557,55 +484,73 @@ async fn sigterm_pushes_the_verdicts_in_flight_and_exits_0_within_seconds() {
         assert!(publisher.send_raw(publisher.codec.encode(&envelope)).await);
     }
 
+    // Act
     verifier.sigterm();
     let stopping = Instant::now();
     let status = verifier.exit_status(PATIENCE).await;
-
-    assert!(status.success(), "exit status {status:?}");
-    assert!(
-        stopping.elapsed() < RECOVERY,
-        "stopping took {:?}",
-        stopping.elapsed()
-    );
-    let log = verifier.log();
-    assert!(log.contains("SIGTERM received"), "{log}");
-    assert!(log.contains("verdicts of tasks in flight pushed"), "{log}");
-    // Whatever verdicts made it out are right.
+    let stopped_within = stopping.elapsed();
+    let mut verdicts = Vec::new();
     while let Some(envelope) = publisher.next(Duration::from_millis(300)).await {
         if let Reply::Verdict(result) = envelope.body {
-            assert_eq!(result.status, SignatureStatus::Valid, "{result:?}");
+            verdicts.push(result);
         }
+    }
+
+    // Assert: a clean, quick exit, and verdicts of the burst came back, every one right.
+    assert!(status.success(), "exit status {status:?}");
+    assert!(
+        stopped_within < RECOVERY,
+        "stopping took {stopped_within:?}"
+    );
+    let log = verifier.stderr();
+    assert!(log.contains("SIGTERM received"), "{log}");
+    assert!(log.contains("verdicts of tasks in flight pushed"), "{log}");
+    assert!(!verdicts.is_empty(), "no verdict came back; log:\n{log}");
+    for result in &verdicts {
+        assert!((100..300).contains(&result.task_id), "{result:?}");
+        assert_eq!(result.status, SignatureStatus::Valid, "{result:?}");
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_while_the_publisher_is_absent_exits_0_at_once() {
+    // Arrange: a verifier retrying a publisher that is not there.
     let keys = Keys::new();
-    let nowhere = format!("tcp://127.0.0.1:{}", free_port());
-    let mut verifier = Verifier::start(&keys.folder.keys_dir(), &nowhere, &nowhere);
+    let (nowhere, _) = vacated_endpoints().await;
+    let mut verifier = start_verifier(&keys, &nowhere, &nowhere, &[]);
     verifier
         .wait_for_log("publisher not reachable yet", PATIENCE)
         .await;
 
+    // Act
     verifier.sigterm();
     let status = verifier.exit_status(Duration::from_secs(3)).await;
 
+    // Assert
     assert!(status.success(), "exit status {status:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_keys_dir_stops_the_verifier_with_a_message_naming_it() {
+    // Arrange
     let keys = Keys::new();
     let missing = keys.folder.keys_dir().join("no-such-dir");
-    let mut verifier = Verifier::start(&missing, "tcp://127.0.0.1:1", "tcp://127.0.0.1:1");
 
+    // Act
+    let mut verifier = start_verifier(
+        &keys,
+        "tcp://127.0.0.1:1",
+        "tcp://127.0.0.1:1",
+        &[("KEYS_DIR", missing.to_str().expect("UTF-8 path"))],
+    );
     let status = verifier.exit_status(PATIENCE).await;
 
+    // Assert
     assert!(!status.success());
-    let deadline = Instant::now() + PATIENCE;
-    while !verifier.log().contains("does not exist") {
-        assert!(Instant::now() < deadline, "log: {}", verifier.log());
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(verifier.log().contains("no-such-dir"), "{}", verifier.log());
+    verifier.wait_for_log("does not exist", PATIENCE).await;
+    assert!(
+        verifier.stderr().contains("no-such-dir"),
+        "{}",
+        verifier.stderr()
+    );
 }

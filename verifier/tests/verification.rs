@@ -1,12 +1,10 @@
 //! Verdicts of the verification path the worker pool runs: signatures made by the `openssl`
 //! command line and by RustCrypto `rsa` are valid; tampering in any way makes them invalid.
 
-mod common;
-
-use common::KeyFolder;
 use rsa::pkcs1::EncodeRsaPublicKey;
 use rsa::pkcs8::DecodePrivateKey;
 use rsa::signature::{SignatureEncoding, Signer};
+use test_support::openssl::KeyFolder;
 use verifier::{KeyRing, verify_task};
 use wire::{SignatureStatus, Verdict, VerifyTask};
 

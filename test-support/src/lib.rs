@@ -1,0 +1,25 @@
+//! What the integration tests of every crate share, so each test reads as Arrange / Act /
+//! Assert: the real binaries started as child processes (and stopped for real), the publisher's
+//! addresses learnt from its own start-up line (every socket on port 0), bounded waits that say
+//! what they waited for, the HTTP API, `subscriber.log` read back, and keys and signatures made
+//! with the `openssl` command line.
+//!
+//! [`TestSystem`] is the `spawn_app` of the whole-system tests: a scratch directory with a
+//! publisher, subscribers and verifiers wired to each other.
+
+mod binary;
+mod http;
+mod log;
+pub mod openssl;
+mod process;
+mod publisher;
+mod system;
+mod wait;
+
+pub use binary::binary;
+pub use http::{Api, Metrics};
+pub use log::{LogLine, parse_line, read_log};
+pub use process::Process;
+pub use publisher::{Addresses, RunningPublisher};
+pub use system::{PUBLISHER_ID, TestSystem};
+pub use wait::{PATIENCE, wait_until};

@@ -1,0 +1,129 @@
+//! A binary running as a child process, its stderr in a file, stopped for real: SIGTERM,
+//! SIGKILL, or frozen with SIGSTOP and thawed with SIGCONT.
+
+use crate::wait::wait_until;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+/// A running binary; killed when dropped, so a failing test leaves nothing behind (and then
+/// prints what the process wrote, to explain the failure).
+pub struct Process {
+    name: String,
+    child: Child,
+    stderr: PathBuf,
+}
+
+impl Process {
+    /// Starts `program` in `dir` with `env` and nothing inherited but `PATH`; `RUST_LOG` is
+    /// `info` unless `env` says otherwise. Its stderr goes to a file in `dir`.
+    pub fn start(program: &Path, dir: &Path, env: &[(&str, String)]) -> Process {
+        static STARTED: AtomicUsize = AtomicUsize::new(0);
+        let name = program
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("process")
+            .to_owned();
+        let number = STARTED.fetch_add(1, Ordering::Relaxed);
+        let stderr = dir.join(format!("{name}-{number}.stderr"));
+        let file = std::fs::File::create(&stderr)
+            .unwrap_or_else(|e| panic!("cannot create {}: {e}", stderr.display()));
+        let child = Command::new(program)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("RUST_LOG", "info")
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
+        Process {
+            name,
+            child,
+            stderr,
+        }
+    }
+
+    /// The process id.
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// What the process wrote to stderr so far (its tracing log).
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// Waits until stderr contains `needle`; panics after `limit` with what it did say.
+    pub async fn wait_for_log(&self, needle: &str, limit: Duration) {
+        let what = format!("{} to log {needle:?}", self.name);
+        wait_until(&what, limit, async || {
+            self.stderr().contains(needle).then_some(())
+        })
+        .await;
+    }
+
+    /// `None` while it runs; its exit status once it has exited.
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child
+            .try_wait()
+            .unwrap_or_else(|e| panic!("cannot read the status of {}: {e}", self.name))
+    }
+
+    /// Waits (at most `limit`) for the process to exit by itself.
+    pub async fn exit_status(&mut self, limit: Duration) -> ExitStatus {
+        let what = format!("{} to exit", self.name);
+        wait_until(&what, limit, async || self.exited()).await
+    }
+
+    /// Sends SIGTERM and waits (at most `limit`) for the exit status.
+    pub async fn terminate(&mut self, limit: Duration) -> ExitStatus {
+        self.sigterm();
+        let what = format!("{} to exit after SIGTERM", self.name);
+        wait_until(&what, limit, async || self.exited()).await
+    }
+
+    /// Sends SIGTERM and returns at once.
+    pub fn sigterm(&self) {
+        self.signal("TERM");
+    }
+
+    /// SIGKILL, and waits until the process is gone (its sockets closed by the kernel).
+    pub fn kill(&mut self) {
+        // Fails only when it has exited already, which is what is wanted.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGSTOP: the process stays, with its sockets open, but does nothing until
+    /// [`resume`](Self::resume) — a way to be sure something happens while it cannot react.
+    pub fn pause(&self) {
+        self.signal("STOP");
+    }
+
+    /// SIGCONT after [`pause`](Self::pause).
+    pub fn resume(&self) {
+        self.signal("CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("the kill command runs");
+        assert!(status.success(), "kill -{signal} {} failed", self.name);
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            eprintln!("--- {} stderr ---\n{}", self.name, self.stderr());
+        }
+    }
+}
