@@ -10,14 +10,11 @@
 //!
 //! Run with `cargo bench -p verifier`.
 
-#[path = "../tests/common/mod.rs"]
-mod common;
-
-use common::KeyFolder;
 use std::hint::black_box;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use test_support::openssl::KeyFolder;
 use verifier::{KeyRing, Pool, verify_task};
 use wire::{SignatureStatus, VerifyTask};
 

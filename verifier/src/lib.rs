@@ -15,6 +15,7 @@ mod backoff;
 pub mod config;
 mod connection;
 mod in_flight;
+mod key_error;
 pub mod keys;
 mod link;
 pub mod pool;

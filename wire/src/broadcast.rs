@@ -2,8 +2,8 @@
 //! and heartbeats while none flow.
 
 use crate::channel::{Channel, open_as};
-use crate::codec::DecodeError;
 use crate::envelope::Envelope;
+use crate::error::DecodeError;
 use crate::event::Event;
 use serde::{Deserialize, Serialize};
 

@@ -10,8 +10,8 @@
 //! | replay requests | [`ReplayRequest`](crate::ReplayRequest) | subscriber DEALER → publisher ROUTER |
 //! | replay answers | [`Replayed`](crate::Replayed): events and end markers | publisher ROUTER → subscriber DEALER |
 
-use crate::codec::DecodeError;
 use crate::envelope::{Envelope, PROTOCOL_VERSION};
+use crate::error::DecodeError;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 

@@ -4,6 +4,7 @@
 
 use crate::channel::Channel;
 use crate::envelope::Envelope;
+use crate::error::DecodeError;
 use bytes::Bytes;
 use hmac::{Hmac, Mac};
 use serde::Serialize;
@@ -15,39 +16,6 @@ type HmacSha256 = Hmac<Sha256>;
 
 /// The shortest shared key accepted, in bytes.
 const MIN_SHARED_KEY_LEN: usize = 16;
-
-/// Why a received message was not accepted.
-#[derive(Debug, thiserror::Error)]
-pub enum DecodeError {
-    /// Not 2 frames (or 3 with a shared key).
-    #[error("expected {expected} frames, got {got}")]
-    FrameCount {
-        /// Frames the codec expects.
-        expected: usize,
-        /// Frames that arrived.
-        got: usize,
-    },
-    /// The tag frame does not match the topic and envelope.
-    #[error("authentication tag does not match")]
-    BadTag,
-    /// The topic frame is not UTF-8.
-    #[error("topic is not UTF-8")]
-    TopicNotUtf8,
-    /// A topic that does not travel on the channel it arrived on (or that nobody knows).
-    #[error("topic {topic:?} does not belong on the {channel} channel")]
-    WrongChannel {
-        /// The channel the message arrived on.
-        channel: &'static str,
-        /// The topic it named.
-        topic: String,
-    },
-    /// The envelope is not valid MessagePack of the expected shape.
-    #[error("malformed envelope: {0}")]
-    Envelope(#[from] rmp_serde::decode::Error),
-    /// The envelope announces a protocol version this build does not speak.
-    #[error("unsupported protocol version {0}")]
-    UnknownVersion(u16),
-}
 
 /// A shared secret that makes every message carry an HMAC-SHA-256 tag.
 #[derive(Clone)]

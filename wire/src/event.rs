@@ -1,8 +1,8 @@
 //! Events: what the publisher announces and subscribers log, one kind per outcome.
 
 use crate::channel::{Channel, not_on, open_as};
-use crate::codec::DecodeError;
 use crate::envelope::Envelope;
+use crate::error::DecodeError;
 use serde::{Deserialize, Serialize};
 
 /// Topics of events. Dot-separated, so a SUB prefix filter selects a subtree.

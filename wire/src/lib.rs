@@ -11,6 +11,7 @@ mod broadcast;
 mod channel;
 mod codec;
 mod envelope;
+mod error;
 mod event;
 mod replay;
 mod reply;
@@ -18,8 +19,9 @@ mod task;
 
 pub use broadcast::{Broadcast, HEARTBEAT_TOPIC, Heartbeat};
 pub use channel::Channel;
-pub use codec::{Codec, DecodeError, SharedKey, SharedKeyError};
+pub use codec::{Codec, SharedKey, SharedKeyError};
 pub use envelope::{Envelope, Origin, PROTOCOL_VERSION, now_ms};
+pub use error::DecodeError;
 pub use event::{Downcase, Event, SignatureOutcome, SignatureRequested, SignatureStatus, topic};
 pub use replay::{REPLAY_END_TOPIC, REPLAY_REQUEST_TOPIC, ReplayEnd, ReplayRequest, Replayed};
 pub use reply::{

@@ -4,8 +4,8 @@
 //! marker that says where the window stands.
 
 use crate::channel::{Channel, not_on, open_as};
-use crate::codec::DecodeError;
 use crate::envelope::Envelope;
+use crate::error::DecodeError;
 use crate::event::Event;
 use serde::{Deserialize, Serialize};
 

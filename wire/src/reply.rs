@@ -2,8 +2,8 @@
 //! that announce the verifier and its keys.
 
 use crate::channel::{Channel, not_on, open_as};
-use crate::codec::DecodeError;
 use crate::envelope::Envelope;
+use crate::error::DecodeError;
 use crate::event::SignatureStatus;
 use serde::{Deserialize, Serialize};
 

@@ -1,8 +1,8 @@
 //! The tasks channel: signatures the publisher's PUSH socket hands to verifiers.
 
 use crate::channel::{Channel, not_on, open_as};
-use crate::codec::DecodeError;
 use crate::envelope::Envelope;
+use crate::error::DecodeError;
 use serde::{Deserialize, Serialize};
 
 /// The topic of a verification task.
