@@ -19,6 +19,8 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+# Where cargo puts the release binaries (CARGO_TARGET_DIR, as cargo reads it).
+RELEASE = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "release"
 TICK_US = 1e6 / os.sysconf("SC_CLK_TCK")
 PUBLISHER_ID = "bench"
 # The publisher binds every socket on an ephemeral loopback port and logs where (listening()).
@@ -116,7 +118,7 @@ def start(children, workdir, name, env, stderr_name=None):
     """Starts a release binary; its own logs (JSON) go to workdir/<stderr_name or name>.stderr."""
     env = {**os.environ, "LOG_JSON": "true", "RUST_LOG": "info,zeromq=error", **env}
     with open(workdir / f"{stderr_name or name}.stderr", "w") as stderr:
-        children.append(subprocess.Popen([ROOT / "target/release" / name], env=env, cwd=workdir,
+        children.append(subprocess.Popen([RELEASE / name], env=env, cwd=workdir,
                                          stdin=subprocess.DEVNULL, stdout=stderr, stderr=stderr))
     return children[-1]
 
