@@ -26,6 +26,7 @@ PUBLISHER_ID = "bench"
 # The publisher binds every socket on an ephemeral loopback port and logs where (listening()).
 PUBLISHER_ENV = {"HTTP_ADDR": "127.0.0.1:0", "EVENTS_BIND": "tcp://127.0.0.1:0",
                  "TASKS_BIND": "tcp://127.0.0.1:0", "RESULTS_BIND": "tcp://127.0.0.1:0",
+                 "REPLAY_BIND": "tcp://127.0.0.1:0",
                  "PUBLISHER_ID": PUBLISHER_ID}
 # At or above this many cores used by other processes during a load, a warning is printed.
 BUSY_OTHERS = 0.3

@@ -30,6 +30,18 @@ pub struct Config {
     #[arg(long, env = "RESULTS_BIND", default_value = "tcp://0.0.0.0:4446", value_parser = plumbing::parse_endpoint)]
     pub results_bind: String,
 
+    /// ZMQ ROUTER endpoint subscribers ask for the events they missed (replay).
+    #[arg(long, env = "REPLAY_BIND", default_value = "tcp://0.0.0.0:4447", value_parser = plumbing::parse_endpoint)]
+    pub replay_bind: String,
+
+    /// Most events the replay window keeps (the most recent ones).
+    #[arg(long, env = "REPLAY_WINDOW_EVENTS", default_value_t = 1_000_000, value_parser = count::<usize>)]
+    pub replay_window_events: usize,
+
+    /// Most bytes the replay window keeps: the events as sent plus 96 bytes each of bookkeeping.
+    #[arg(long, env = "REPLAY_WINDOW_BYTES", default_value_t = 256 * 1024 * 1024, value_parser = count::<usize>)]
+    pub replay_window_bytes: usize,
+
     /// How long a verifier has to answer one send of a task before it is sent again.
     #[arg(long, env = "TASK_TIMEOUT", default_value = "2s", value_parser = positive_duration)]
     pub task_timeout: Duration,

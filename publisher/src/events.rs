@@ -1,9 +1,11 @@
 //! The publishing path: request handlers hand events to [`Events`]; one task owns the PUB
-//! socket, numbers nothing itself, and sends them in order, with heartbeats while idle.
+//! socket, numbers nothing itself, and sends them in order, keeps each in the replay window as
+//! it went out, and sends a heartbeat every interval.
 //!
 //! Sequence numbers are taken and the event queued under one short lock, so the order on the
 //! channel is the numbering order and subscribers see `seq` strictly +1.
 
+use crate::replay::Window;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -85,18 +87,27 @@ impl Flusher {
     }
 }
 
+/// Where and how events go out.
+pub struct Settings {
+    /// The PUB socket's endpoint.
+    pub bind: String,
+    /// Time between heartbeats.
+    pub heartbeat_interval: Duration,
+    /// Number events but send nothing (to measure what publishing costs).
+    pub disabled: bool,
+    /// Where sent events are kept for replay; `None`: replay is not served.
+    pub window: Option<Arc<Mutex<Window>>>,
+}
+
 /// Binds the PUB socket (unless publishing is disabled) and starts the task that owns it.
 /// Returns the handle for handlers, the task to await on shutdown, and the bound endpoint.
 pub async fn start(
-    identity: Origin,
-    bind: &str,
+    identity: Arc<Origin>,
+    settings: Settings,
     codec: Codec,
-    heartbeat_interval: Duration,
-    disabled: bool,
 ) -> anyhow::Result<(Events, Flusher, Option<String>)> {
-    let identity = Arc::new(identity);
     let seq = Arc::new(Mutex::new(0));
-    if disabled {
+    if settings.disabled {
         let events = Events {
             identity,
             seq,
@@ -105,18 +116,21 @@ pub async fn start(
         return Ok((events, Flusher(None), None));
     }
     let mut socket = PubSocket::new();
+    let bind = &settings.bind;
     let endpoint = socket
         .bind(bind)
         .await
         .map_err(|e| anyhow::anyhow!("cannot bind EVENTS_BIND {bind}: {e}"))?;
     let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
-    let task = tokio::spawn(own_socket(
+    let owner = SocketOwner {
         socket,
-        rx,
         codec,
-        identity.clone(),
-        heartbeat_interval,
-    ));
+        identity: identity.clone(),
+        window: settings.window,
+        last_seq: 0,
+        published: HashMap::new(),
+    };
+    let task = tokio::spawn(owner.run(rx, settings.heartbeat_interval));
     let events = Events {
         identity,
         seq,
@@ -125,54 +139,86 @@ pub async fn start(
     Ok((events, Flusher(Some(task)), Some(endpoint.to_string())))
 }
 
-/// Sends queued events in order until every sender is gone; heartbeats while nothing flows.
-async fn own_socket(
-    mut socket: PubSocket,
-    mut queue: mpsc::Receiver<Envelope<Broadcast>>,
+/// The task that owns the PUB socket.
+struct SocketOwner {
+    socket: PubSocket,
     codec: Codec,
     identity: Arc<Origin>,
-    heartbeat_interval: Duration,
-) {
-    let mut batch = Vec::with_capacity(BATCH);
-    let mut published: HashMap<&'static str, metrics::Counter> = HashMap::new();
-    let mut last_seq = 0;
-    let mut sent_since_tick = false;
-    let mut heartbeat = tokio::time::interval(heartbeat_interval);
-    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            received = queue.recv_many(&mut batch, BATCH) => {
-                if received == 0 {
-                    break;
-                }
-                if received < BATCH {
-                    tokio::time::sleep(GATHER).await;
-                    while batch.len() < BATCH {
-                        let Ok(envelope) = queue.try_recv() else { break };
-                        batch.push(envelope);
+    window: Option<Arc<Mutex<Window>>>,
+    last_seq: u64,
+    published: HashMap<&'static str, metrics::Counter>,
+}
+
+impl SocketOwner {
+    /// Sends queued events in order until every sender is gone, and a heartbeat every
+    /// interval: subscribers learn from it the last number and whether replay is served, also
+    /// while events flow (a subscriber that joins under load needs both).
+    async fn run(mut self, mut queue: mpsc::Receiver<Envelope<Broadcast>>, interval: Duration) {
+        let mut batch = Vec::with_capacity(BATCH);
+        let mut heartbeat = tokio::time::interval(interval);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                received = queue.recv_many(&mut batch, BATCH) => {
+                    if received == 0 {
+                        break;
                     }
+                    if received < BATCH {
+                        tokio::time::sleep(GATHER).await;
+                        while batch.len() < BATCH {
+                            let Ok(envelope) = queue.try_recv() else { break };
+                            batch.push(envelope);
+                        }
+                    }
+                    self.send_batch(&mut batch).await;
                 }
-                for envelope in batch.drain(..) {
-                    last_seq = envelope.seq;
-                    let topic = envelope.body.topic();
-                    published
-                        .entry(topic)
-                        .or_insert_with(|| metrics::counter!("events_published_total", "topic" => topic))
-                        .increment(1);
-                    send(&mut socket, codec.encode(&envelope)).await;
-                }
-                sent_since_tick = true;
-            }
-            _ = heartbeat.tick() => {
-                if !std::mem::take(&mut sent_since_tick) {
-                    let beat = identity.envelope(last_seq, Broadcast::Heartbeat(Heartbeat { last_seq, replay: false }));
-                    send(&mut socket, codec.encode(&beat)).await;
-                }
+                _ = heartbeat.tick() => self.heartbeat().await,
             }
         }
+        tokio::time::sleep(FLUSH_GRACE).await;
+        tracing::info!(last_seq = self.last_seq, "event socket closed");
     }
-    tokio::time::sleep(FLUSH_GRACE).await;
-    tracing::info!(last_seq, "event socket closed");
+
+    /// Encodes the batch, keeps it in the window (one lock for the batch), and sends it.
+    async fn send_batch(&mut self, batch: &mut Vec<Envelope<Broadcast>>) {
+        let encoded: Vec<_> = batch
+            .drain(..)
+            .map(|envelope| {
+                (
+                    envelope.seq,
+                    envelope.body.topic(),
+                    self.codec.encode(&envelope),
+                )
+            })
+            .collect();
+        if let Some(window) = &self.window {
+            let mut window = window.lock().unwrap_or_else(|p| p.into_inner());
+            for (seq, topic, message) in &encoded {
+                window.push(*seq, topic, message.clone());
+            }
+            metrics::gauge!("replay_window_events").set(window.len() as f64);
+            metrics::gauge!("replay_window_bytes").set(window.bytes() as f64);
+        }
+        for (seq, topic, message) in encoded {
+            self.last_seq = seq;
+            self.published
+                .entry(topic)
+                .or_insert_with(|| metrics::counter!("events_published_total", "topic" => topic))
+                .increment(1);
+            send(&mut self.socket, message).await;
+        }
+    }
+
+    async fn heartbeat(&mut self) {
+        let beat = Heartbeat {
+            last_seq: self.last_seq,
+            replay: self.window.is_some(),
+        };
+        let envelope = self
+            .identity
+            .envelope(self.last_seq, Broadcast::Heartbeat(beat));
+        send(&mut self.socket, self.codec.encode(&envelope)).await;
+    }
 }
 
 async fn send(socket: &mut PubSocket, message: zeromq::ZmqMessage) {

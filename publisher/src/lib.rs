@@ -13,6 +13,7 @@ mod events;
 mod healthcheck;
 mod metrics;
 mod query;
+mod replay;
 mod results;
 mod routes;
 mod state;
@@ -32,6 +33,8 @@ pub struct Publisher {
     state: state::AppState,
     flusher: events::Flusher,
     dispatcher: tokio::task::JoinHandle<()>,
+    replay: Option<replay::ReplayServer>,
+    replay_stop: tokio_util::sync::CancellationToken,
     events_endpoint: Option<String>,
     /// The resolved PUSH (tasks) and PULL (results) endpoints.
     verification_endpoints: [String; 2],
@@ -42,18 +45,39 @@ impl Publisher {
     /// the tasks behind them.
     pub async fn bind(config: Config) -> anyhow::Result<Self> {
         let codec = config.common.codec()?;
-        let identity = wire::Origin::starting_now(config.id.clone());
+        let identity = Arc::new(wire::Origin::starting_now(config.id.clone()));
         let listener = tokio::net::TcpListener::bind(&config.http_addr)
             .await
             .with_context(|| format!("cannot listen on HTTP_ADDR {}", config.http_addr))?;
-        let (events, flusher, events_endpoint) = events::start(
-            identity,
-            &config.events_bind,
-            codec.clone(),
-            config.heartbeat_interval,
-            config.events_disabled,
-        )
-        .await?;
+        // Nothing is published with events disabled, so there is nothing to replay either.
+        let window = (!config.events_disabled).then(|| {
+            Arc::new(std::sync::Mutex::new(replay::Window::new(replay::Bounds {
+                events: config.replay_window_events,
+                bytes: config.replay_window_bytes,
+            })))
+        });
+        let replay_stop = tokio_util::sync::CancellationToken::new();
+        let replay = match &window {
+            Some(window) => Some(
+                replay::start(
+                    &config.replay_bind,
+                    codec.clone(),
+                    identity.clone(),
+                    window.clone(),
+                    replay_stop.clone(),
+                )
+                .await?,
+            ),
+            None => None,
+        };
+        let publishing = events::Settings {
+            bind: config.events_bind.clone(),
+            heartbeat_interval: config.heartbeat_interval,
+            disabled: config.events_disabled,
+            window,
+        };
+        let (events, flusher, events_endpoint) =
+            events::start(identity, publishing, codec.clone()).await?;
         let results = Arc::new(results::Results::new(
             config.results_capacity,
             config.results_ttl,
@@ -79,6 +103,7 @@ impl Publisher {
             events = events_endpoint.as_deref().unwrap_or("disabled"),
             tasks = %tasks,
             results = %results_endpoint,
+            replay = replay.as_ref().map_or("disabled", |r| r.endpoint.as_str()),
             id = %config.id,
             epoch = events.identity().epoch,
             "publisher listening"
@@ -96,6 +121,8 @@ impl Publisher {
             state,
             flusher,
             dispatcher,
+            replay,
+            replay_stop,
             events_endpoint,
             verification_endpoints,
         })
@@ -140,6 +167,14 @@ impl Publisher {
             tracing::error!(cause = %e, "verification dispatcher failed");
         }
         self.flusher.flushed().await;
+        // Replay answers until the last event is out, so a subscriber catching up at the end
+        // still gets it.
+        self.replay_stop.cancel();
+        if let Some(replay) = self.replay {
+            if let Err(e) = replay.task.await {
+                tracing::error!(cause = %e, "replay server failed");
+            }
+        }
         tracing::info!("publisher stopped");
         Ok(())
     }

@@ -28,6 +28,8 @@ async fn spawn_app(verifier_timeout: &str) -> TestApp {
         "tcp://127.0.0.1:0",
         "--results-bind",
         "tcp://127.0.0.1:0",
+        "--replay-bind",
+        "tcp://127.0.0.1:0",
         "--id",
         "verification-test",
         "--task-timeout",

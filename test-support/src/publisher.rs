@@ -19,6 +19,8 @@ pub struct Addresses {
     pub tasks: String,
     /// ZMQ PULL (results and verifier heartbeats).
     pub results: String,
+    /// ZMQ ROUTER (replay), `disabled` when the publisher serves none.
+    pub replay: String,
     /// Publisher id.
     pub id: String,
     /// The run's epoch.
@@ -26,7 +28,7 @@ pub struct Addresses {
 }
 
 impl Addresses {
-    /// Reads the first `publisher listening http=… events=… tasks=… results=… id=… epoch=…`
+    /// Reads the first `publisher listening http=… events=… tasks=… results=… replay=… id=… epoch=…`
     /// line of a publisher's stderr (tracing's text format; a value may be quoted).
     pub fn from_log(stderr: &str) -> Option<Addresses> {
         let line = stderr
@@ -44,6 +46,7 @@ impl Addresses {
             events: field("events")?,
             tasks: field("tasks")?,
             results: field("results")?,
+            replay: field("replay")?,
             id: field("id")?,
             epoch: field("epoch")?.parse().ok()?,
         })
@@ -51,12 +54,16 @@ impl Addresses {
 
     /// `HTTP_ADDR` and the `*_BIND` variables for binding these same addresses again.
     fn bind_env(&self) -> Vec<(&'static str, String)> {
-        vec![
+        let mut env = vec![
             ("HTTP_ADDR", self.http.to_string()),
             ("EVENTS_BIND", self.events.clone()),
             ("TASKS_BIND", self.tasks.clone()),
             ("RESULTS_BIND", self.results.clone()),
-        ]
+        ];
+        if self.replay != "disabled" {
+            env.push(("REPLAY_BIND", self.replay.clone()));
+        }
+        env
     }
 }
 
@@ -67,6 +74,7 @@ fn any_port_env() -> Vec<(&'static str, String)> {
         ("EVENTS_BIND", "tcp://127.0.0.1:0".into()),
         ("TASKS_BIND", "tcp://127.0.0.1:0".into()),
         ("RESULTS_BIND", "tcp://127.0.0.1:0".into()),
+        ("REPLAY_BIND", "tcp://127.0.0.1:0".into()),
     ]
 }
 
@@ -117,12 +125,19 @@ impl RunningPublisher {
             panic!("the publisher could not bind its ports again:\n{last_failure}")
         });
         assert_eq!(
-            (learnt.http, &learnt.events, &learnt.tasks, &learnt.results),
+            (
+                learnt.http,
+                &learnt.events,
+                &learnt.tasks,
+                &learnt.results,
+                &learnt.replay
+            ),
             (
                 addresses.http,
                 &addresses.events,
                 &addresses.tasks,
-                &addresses.results
+                &addresses.results,
+                &addresses.replay
             ),
             "a restarted publisher listens where the first run did"
         );
@@ -165,7 +180,8 @@ mod tests {
     fn the_listening_line_is_read_with_quoted_and_bare_values() {
         let stderr = "2026-12-01T20:29:43.084555Z  INFO publisher: publisher listening \
             http=127.0.0.1:39775 events=\"tcp://127.0.0.1:37935\" tasks=tcp://127.0.0.1:33357 \
-            results=tcp://127.0.0.1:44887 id=pub-test epoch=1796156983052\n";
+            results=tcp://127.0.0.1:44887 replay=\"tcp://127.0.0.1:41001\" id=pub-test \
+            epoch=1796156983052\n";
 
         let addresses = Addresses::from_log(stderr).expect("the line is understood");
 
@@ -173,6 +189,7 @@ mod tests {
         assert_eq!(addresses.events, "tcp://127.0.0.1:37935");
         assert_eq!(addresses.tasks, "tcp://127.0.0.1:33357");
         assert_eq!(addresses.results, "tcp://127.0.0.1:44887");
+        assert_eq!(addresses.replay, "tcp://127.0.0.1:41001");
         assert_eq!(addresses.id, "pub-test");
         assert_eq!(addresses.epoch, 1_796_156_983_052);
     }

@@ -113,6 +113,7 @@ impl TestSystem {
     pub fn start_subscriber(&self, env: &[(&str, String)]) -> Process {
         let mut all = vec![
             ("EVENTS_CONNECT", self.addresses().events.clone()),
+            ("REPLAY_CONNECT", self.addresses().replay.clone()),
             ("LOG_FILE", self.log_path().display().to_string()),
         ];
         all.extend(env.iter().cloned());

@@ -1,0 +1,229 @@
+//! The replay window: the most recent events as they were sent on the wire, bounded by count
+//! and by bytes, oldest dropped first. The socket task appends every event it publishes; the
+//! replay server copies chunks out. Sequence numbers in the window are contiguous, so finding
+//! where an answer starts is arithmetic, not a search.
+
+use std::collections::VecDeque;
+use zeromq::ZmqMessage;
+
+/// What one held event costs beyond its frames: the entry itself and the frames' handles.
+const ENTRY_OVERHEAD: usize = 96;
+
+/// How large the window may grow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bounds {
+    /// Most events held.
+    pub events: usize,
+    /// Most bytes held, counting each event's frames and its bookkeeping.
+    pub bytes: usize,
+}
+
+/// One published event, ready to be sent again.
+#[derive(Debug, Clone)]
+struct Held {
+    topic: &'static str,
+    message: ZmqMessage,
+    size: usize,
+}
+
+/// Recent events of the current epoch, numbered `oldest ..= newest` without holes.
+#[derive(Debug)]
+pub struct Window {
+    held: VecDeque<Held>,
+    /// Sequence number of `held[0]`.
+    first: u64,
+    bytes: usize,
+    bounds: Bounds,
+}
+
+/// A chunk copied out of the window.
+#[derive(Debug, Default)]
+pub struct Chunk {
+    /// The events, in order, as they were published.
+    pub messages: Vec<ZmqMessage>,
+    /// The last number the chunk covers: events skipped by topic and numbers that had already
+    /// left the window included.
+    pub last: u64,
+}
+
+impl Window {
+    /// An empty window whose first event will be number 1.
+    pub fn new(bounds: Bounds) -> Self {
+        Window {
+            held: VecDeque::new(),
+            first: 1,
+            bytes: 0,
+            bounds,
+        }
+    }
+
+    /// The oldest number held, 0 when empty.
+    pub fn oldest(&self) -> u64 {
+        if self.held.is_empty() { 0 } else { self.first }
+    }
+
+    /// The newest number held, 0 when nothing was ever held.
+    pub fn newest(&self) -> u64 {
+        (self.first + self.held.len() as u64).saturating_sub(1)
+    }
+
+    /// Bytes held now.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Events held now.
+    pub fn len(&self) -> usize {
+        self.held.len()
+    }
+
+    /// Appends event `seq`, which must follow the newest (the socket task sends in order);
+    /// anything else means the numbering restarted, and the window starts over from `seq`.
+    pub fn push(&mut self, seq: u64, topic: &'static str, message: ZmqMessage) {
+        if seq != self.newest() + 1 {
+            self.held.clear();
+            self.bytes = 0;
+            self.first = seq;
+        }
+        let size = message.iter().map(|frame| frame.len()).sum::<usize>() + ENTRY_OVERHEAD;
+        self.bytes += size;
+        self.held.push_back(Held {
+            topic,
+            message,
+            size,
+        });
+        while self.held.len() > self.bounds.events.max(1)
+            || (self.bytes > self.bounds.bytes && self.held.len() > 1)
+        {
+            if let Some(old) = self.held.pop_front() {
+                self.bytes -= old.size;
+                self.first += 1;
+            }
+        }
+    }
+
+    /// Up to `max` events after `after` whose topic starts with one of `topics` (all topics
+    /// when empty). Frames are reference-counted: copying them out is cheap.
+    pub fn after(&self, after: u64, max: usize, topics: &[String]) -> Chunk {
+        let start = after.saturating_add(1).max(self.first);
+        // Numbers that left the window count as covered: the answer's end marker says so.
+        let mut chunk = Chunk {
+            messages: Vec::new(),
+            last: start - 1,
+        };
+        let Ok(skip) = usize::try_from(start - self.first) else {
+            return chunk;
+        };
+        for (offset, held) in self.held.iter().skip(skip).enumerate() {
+            if chunk.messages.len() >= max {
+                break;
+            }
+            chunk.last = start + offset as u64;
+            if topics.is_empty() || topics.iter().any(|t| held.topic.starts_with(t.as_str())) {
+                chunk.messages.push(held.message.clone());
+            }
+        }
+        chunk
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(seq: u64) -> ZmqMessage {
+        ZmqMessage::from(format!("event {seq:03}"))
+    }
+
+    fn window(events: usize, bytes: usize) -> Window {
+        Window::new(Bounds { events, bytes })
+    }
+
+    fn seqs(chunk: &Chunk) -> Vec<String> {
+        chunk
+            .messages
+            .iter()
+            .map(|m| String::from_utf8_lossy(&m.get(0).unwrap()[..]).into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn an_empty_window_holds_nothing_and_answers_nothing() {
+        let w = window(10, 1 << 20);
+        assert_eq!((w.oldest(), w.newest(), w.len()), (0, 0, 0));
+        let chunk = w.after(0, 100, &[]);
+        assert!(chunk.messages.is_empty());
+        assert_eq!(chunk.last, 0);
+    }
+
+    #[test]
+    fn the_oldest_events_leave_first_when_the_count_is_reached() {
+        let mut w = window(3, 1 << 20);
+        for seq in 1..=5 {
+            w.push(seq, "downcase", message(seq));
+        }
+        assert_eq!((w.oldest(), w.newest(), w.len()), (3, 5, 3));
+        let chunk = w.after(0, 100, &[]);
+        assert_eq!(seqs(&chunk), ["event 003", "event 004", "event 005"]);
+        assert_eq!(chunk.last, 5);
+    }
+
+    #[test]
+    fn the_byte_bound_holds_too() {
+        let mut w = window(1000, 3 * (ENTRY_OVERHEAD + 9));
+        for seq in 1..=10 {
+            w.push(seq, "downcase", message(seq));
+        }
+        assert_eq!(w.len(), 3);
+        assert!(w.bytes() <= 3 * (ENTRY_OVERHEAD + 9));
+        assert_eq!(w.oldest(), 8);
+    }
+
+    #[test]
+    fn an_answer_starts_after_the_asked_number_and_stops_at_max() {
+        let mut w = window(100, 1 << 20);
+        for seq in 1..=10 {
+            w.push(seq, "downcase", message(seq));
+        }
+        let chunk = w.after(4, 3, &[]);
+        assert_eq!(seqs(&chunk), ["event 005", "event 006", "event 007"]);
+        assert_eq!(chunk.last, 7);
+        let rest = w.after(chunk.last, 100, &[]);
+        assert_eq!(rest.messages.len(), 3);
+        assert_eq!(rest.last, 10);
+        let none = w.after(10, 100, &[]);
+        assert!(none.messages.is_empty());
+        assert_eq!(none.last, 10);
+    }
+
+    #[test]
+    fn a_topic_filter_skips_events_but_the_chunk_covers_them() {
+        let mut w = window(100, 1 << 20);
+        w.push(1, "downcase", message(1));
+        w.push(2, "signature.requested", message(2));
+        w.push(3, "downcase", message(3));
+        let chunk = w.after(0, 100, &["signature.".to_owned()]);
+        assert_eq!(seqs(&chunk), ["event 002"]);
+        assert_eq!(chunk.last, 3);
+    }
+
+    #[test]
+    fn asking_for_what_left_the_window_starts_at_the_oldest_held() {
+        let mut w = window(2, 1 << 20);
+        for seq in 1..=6 {
+            w.push(seq, "downcase", message(seq));
+        }
+        let chunk = w.after(1, 100, &[]);
+        assert_eq!(seqs(&chunk), ["event 005", "event 006"]);
+        assert_eq!(w.oldest(), 5);
+    }
+
+    #[test]
+    fn a_number_out_of_order_starts_the_window_over() {
+        let mut w = window(100, 1 << 20);
+        w.push(1, "downcase", message(1));
+        w.push(2, "downcase", message(2));
+        w.push(7, "downcase", message(7));
+        assert_eq!((w.oldest(), w.newest(), w.len()), (7, 7, 1));
+    }
+}
