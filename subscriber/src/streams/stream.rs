@@ -5,9 +5,11 @@
 //! it is. A hole is `last < known`. Holes are filled from replay when the publisher serves
 //! it, else written as gap lines at once; held events are written as soon as they are next.
 
+mod accounting;
+
 use super::catch_up::CatchUp;
 use super::{Action, Ask, Settings};
-use crate::log_line::{Entry, GapReason};
+use crate::log_line::GapReason;
 use std::collections::BTreeMap;
 use std::time::Instant;
 use wire::{Envelope, Event, Heartbeat, ReplayEnd};
@@ -214,7 +216,7 @@ impl Stream {
                 }
             }
         }
-        let lag = self.known - self.last;
+        let lag = self.known.saturating_sub(self.last);
         metrics::gauge!("lag_events", "publisher" => self.sender.clone()).set(lag as f64);
     }
 
@@ -304,62 +306,5 @@ impl Stream {
         tracing::warn!(publisher = %self.sender, after = self.last, known = self.known, "replay unanswered; the rest is written as a gap");
         self.catch_up = None;
         self.skip_to(self.known, GapReason::ReplayUnanswered, out);
-    }
-
-    fn hold(&mut self, event: Envelope<Event>, max_held: usize) {
-        if self.held.len() >= max_held && !self.held.contains_key(&event.seq) {
-            // Replay brings it again; if it cannot, the number is written as a gap.
-            metrics::counter!("events_held_dropped_total").increment(1);
-            return;
-        }
-        self.held.insert(event.seq, event);
-    }
-
-    /// Writes held events while they are next in order, and forgets those already written.
-    fn drain(&mut self, out: &mut Vec<Action>) {
-        while let Some(entry) = self.held.first_entry() {
-            let seq = *entry.key();
-            if seq > self.last + 1 {
-                break;
-            }
-            let event = entry.remove();
-            if seq == self.last + 1 {
-                self.write(event, out);
-            }
-        }
-    }
-
-    /// Accounts for every number up to `target`: held events are written, the ranges between
-    /// them as gap lines with `reason`.
-    fn skip_to(&mut self, target: u64, reason: GapReason, out: &mut Vec<Action>) {
-        self.drain(out);
-        while self.last < target {
-            let next_held = self.held.keys().next().map_or(u64::MAX, |&seq| seq - 1);
-            self.gap(self.last + 1, next_held.min(target), reason, out);
-            self.drain(out);
-        }
-    }
-
-    fn gap(&mut self, first: u64, last: u64, reason: GapReason, out: &mut Vec<Action>) {
-        let missing = last - first + 1;
-        tracing::warn!(publisher = %self.sender, first, last, reason = reason.as_str(), "events missing; gap written");
-        metrics::counter!("events_lost_total", "reason" => reason.as_str()).increment(missing);
-        if let Some(catch_up) = &mut self.catch_up {
-            catch_up.lost = true;
-        }
-        self.last = last;
-        out.push(Action::Write(Entry::Gap {
-            sender: self.sender.clone(),
-            epoch: self.epoch,
-            first,
-            last,
-            ts_ms: wire::now_ms(),
-            reason,
-        }));
-    }
-
-    fn write(&mut self, event: Envelope<Event>, out: &mut Vec<Action>) {
-        self.last = event.seq;
-        out.push(Action::Write(Entry::Event(event)));
     }
 }
