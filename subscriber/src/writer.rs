@@ -95,7 +95,7 @@ impl Writer {
             }
         }
         let now = Instant::now();
-        self.streams.finish(now, &mut self.actions);
+        self.streams.finish(&mut self.actions);
         self.apply(now)?;
         self.save(now)?;
         tracing::info!(written = self.log.written, path = %self.log.path().display(), "log file closed");

@@ -192,15 +192,12 @@ impl Streams {
         }
     }
 
-    /// The process stops: a publisher still waited on for its first heartbeat is followed as
-    /// one without replay (what it sent is written); what a replaying publisher's catch-up
-    /// holds is left for the next run to fetch again.
-    pub fn finish(&mut self, now: Instant, out: &mut Vec<Action>) {
+    /// The process stops: what is next in order is written (a new publisher still waited on
+    /// for its first heartbeat starts where it was first heard), and no range is given up as
+    /// a gap — the next run, resuming from the position file, fetches or declares the rest.
+    pub fn finish(&mut self, out: &mut Vec<Action>) {
         for stream in self.streams.values_mut() {
-            if matches!(stream.serves, Serves::Unknown { .. }) {
-                stream.serves = Serves::No;
-                stream.advance(&self.settings, now, out);
-            }
+            stream.finish(out);
         }
     }
 

@@ -236,6 +236,12 @@ impl Stream {
         }
     }
 
+    /// The process stops: held events that are next are written, nothing else.
+    pub fn finish(&mut self, out: &mut Vec<Action>) {
+        self.decide_start(Serves::No);
+        self.drain(out);
+    }
+
     /// Writes what can be written and starts filling a hole, or writes it as a gap.
     pub fn advance(&mut self, s: &Settings, now: Instant, out: &mut Vec<Action>) {
         if self.joining {

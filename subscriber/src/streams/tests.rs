@@ -399,18 +399,34 @@ fn a_publisher_that_stops_serving_replay_has_its_hole_written_as_not_received() 
 }
 
 #[test]
-fn at_shutdown_a_publisher_still_unheard_about_replay_has_its_held_events_written() {
+fn at_shutdown_what_is_next_is_written_and_no_range_is_given_up() {
+    let finish = |h: &mut Harness| {
+        let mut out = Vec::new();
+        h.streams.finish(&mut out);
+        words(out)
+    };
     let mut h = Harness::new(settings());
-    h.live([2, 3]);
-    let mut out = Vec::new();
-    h.streams.finish(h.now, &mut out);
-    assert_eq!(words(out), ["2", "3"]);
+    h.live([2, 3, 5]);
+    assert_eq!(
+        finish(&mut h),
+        ["2", "3"],
+        "a new publisher starts where it was heard"
+    );
     let mut h = Harness::new(settings());
     h.beat(0, true);
     h.live([1, 3]);
-    let mut out = Vec::new();
-    h.streams.finish(h.now, &mut out);
-    assert!(out.is_empty(), "left for replay in the next run");
+    assert!(finish(&mut h).is_empty(), "left for replay in the next run");
+    let resume = Resume {
+        epoch: Some(1),
+        last: 5,
+        last_event_ms: None,
+    };
+    let mut h = Harness::resuming(settings(), HashMap::from([("p".to_owned(), resume)]));
+    h.live([9]);
+    assert!(
+        finish(&mut h).is_empty(),
+        "no gap before the next run could fill it"
+    );
 }
 
 #[test]
