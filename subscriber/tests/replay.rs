@@ -17,6 +17,8 @@ use zeromq::{PubSocket, RouterSocket, Socket, SocketRecv, SocketSend, ZmqMessage
 struct Window {
     sent: Vec<ZmqMessage>,
     oldest: u64,
+    /// Requests are read and never answered.
+    mute: bool,
 }
 
 /// A publisher that serves replay, made of real sockets; the test drives it step by step.
@@ -39,6 +41,7 @@ impl FakePublisher {
         let window = Arc::new(Mutex::new(Window {
             sent: Vec::new(),
             oldest: 1,
+            mute: false,
         }));
         let serving = serve_replay(router, origin.clone(), Arc::clone(&window));
         FakePublisher {
@@ -124,6 +127,9 @@ async fn serve_replay(mut router: RouterSocket, origin: Origin, window: Arc<Mute
         } = request.body;
         let answers = {
             let window = window.lock().expect("window");
+            if window.mute {
+                continue;
+            }
             let newest = window.sent.len() as u64;
             let first = (after + 1).max(window.oldest);
             let last = newest.min(first + u64::from(max_events) - 1);
@@ -190,6 +196,15 @@ struct Subscriber {
 impl Subscriber {
     /// Starts run number `run` (it names the stderr file).
     fn start(publisher: &FakePublisher, dir: &Path, run: u32) -> Subscriber {
+        Self::start_with(publisher, dir, run, &[])
+    }
+
+    fn start_with(
+        publisher: &FakePublisher,
+        dir: &Path,
+        run: u32,
+        env: &[(&str, &str)],
+    ) -> Subscriber {
         let stderr = dir.join(format!("subscriber-{run}.stderr"));
         let child = Command::new(binary())
             .env("EVENTS_CONNECT", &publisher.events)
@@ -197,6 +212,7 @@ impl Subscriber {
             .env("LOG_FILE", dir.join("subscriber.log"))
             .env("REPLAY_CHUNK", "25")
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&stderr).expect("stderr file"))
             .spawn()
@@ -334,4 +350,44 @@ async fn a_corrupt_position_file_is_a_warning_and_the_log_itself_says_where_to_g
     assert_eq!(events(&log), (1..=8).collect::<Vec<_>>());
     let stderr = subscriber.terminate();
     assert!(stderr.contains("position file unusable"), "{stderr}");
+}
+
+#[tokio::test]
+async fn a_replay_endpoint_that_never_answers_costs_a_gap_line_not_the_live_stream() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let log = dir.path().join("subscriber.log");
+    let mut publisher = FakePublisher::start().await;
+    publisher.window.lock().expect("window").mute = true;
+    publisher.publish(10).await;
+    let fast = [("REPLAY_TIMEOUT", "200ms"), ("REPLAY_GIVE_UP", "1s")];
+    let subscriber = Subscriber::start_with(&publisher, dir.path(), 1, &fast);
+
+    let start = Instant::now();
+    let text = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("fake-pub#11 ") {
+            break text;
+        }
+        assert!(
+            start.elapsed() < LIMIT,
+            "the live stream stopped; log:\n{text}"
+        );
+        publisher.heartbeat().await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if start.elapsed() > Duration::from_millis(300) && publisher.published() == 10 {
+            publisher.publish(1).await; // a live event, held while replay is tried
+        }
+    };
+
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        lines[0].ends_with(" gap fake-pub#1 last=10 missing=10 reason=\"replay unanswered\""),
+        "{text}"
+    );
+    assert!(lines[1].contains(" downcase fake-pub#11 "), "{text}");
+    let stderr = subscriber.terminate();
+    assert!(
+        stderr.contains("replay connection dropped; rebuilding it"),
+        "{stderr}"
+    );
 }
