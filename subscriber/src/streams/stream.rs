@@ -227,21 +227,6 @@ impl Stream {
         }
     }
 
-    /// The epoch is over: what it still lacks is written as one gap (held events kept).
-    pub fn close(&mut self, out: &mut Vec<Action>) {
-        self.decide_start(Serves::No);
-        self.catch_up = None;
-        if self.behind() {
-            self.skip_to(self.known, GapReason::PublisherRestarted, out);
-        }
-    }
-
-    /// The process stops: held events that are next are written, nothing else.
-    pub fn finish(&mut self, out: &mut Vec<Action>) {
-        self.decide_start(Serves::No);
-        self.drain(out);
-    }
-
     /// Writes what can be written and starts filling a hole, or writes it as a gap.
     pub fn advance(&mut self, s: &Settings, now: Instant, out: &mut Vec<Action>) {
         if self.joining {

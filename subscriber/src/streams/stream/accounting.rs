@@ -1,12 +1,28 @@
 //! How a stream accounts for its numbers in the log: held events are written as soon as they
-//! are next, and a range that cannot be had is written as one gap line with its reason.
+//! are next, a range that cannot be had is written as one gap line with its reason, and what
+//! is left when an epoch or the process ends is settled.
 
-use super::Stream;
+use super::{Serves, Stream};
 use crate::log_line::{Entry, GapReason};
 use crate::streams::Action;
 use wire::{Envelope, Event};
 
 impl Stream {
+    /// The epoch is over: what it still lacks is written as one gap (held events kept).
+    pub fn close(&mut self, out: &mut Vec<Action>) {
+        self.decide_start(Serves::No);
+        self.catch_up = None;
+        if self.behind() {
+            self.skip_to(self.known, GapReason::PublisherRestarted, out);
+        }
+    }
+
+    /// The process stops: held events that are next are written, nothing else.
+    pub fn finish(&mut self, out: &mut Vec<Action>) {
+        self.decide_start(Serves::No);
+        self.drain(out);
+    }
+
     /// Keeps a live event that is not next yet; past `max_held`, a new one is dropped.
     pub(super) fn hold(&mut self, event: Envelope<Event>, max_held: usize) {
         if self.held.len() >= max_held && !self.held.contains_key(&event.seq) {
