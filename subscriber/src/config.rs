@@ -1,6 +1,7 @@
 //! Every knob of the subscriber, each a flag with an environment variable (design §8).
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// Configuration of the subscriber process.
 #[derive(Debug, Clone, clap::Parser)]
@@ -14,7 +15,31 @@ pub struct Config {
     #[arg(long, env = "EVENTS_CONNECT", default_value = "tcp://127.0.0.1:4444", value_delimiter = ',', value_parser = plumbing::parse_endpoint)]
     pub events_connect: Vec<String>,
 
-    /// The log file events are appended to.
+    /// Publisher replay endpoints (their ROUTER sockets), comma-separated, in the same order as
+    /// EVENTS_CONNECT: what arrived from the i-th event endpoint is replayed from the i-th
+    /// replay endpoint. Empty (`REPLAY_CONNECT=` or `--replay-connect ''`) disables replay.
+    #[arg(long, env = "REPLAY_CONNECT", default_value = "tcp://127.0.0.1:4447", value_delimiter = ',', value_parser = parse_optional_endpoint)]
+    pub replay_connect: Vec<String>,
+
+    /// Where to start a publisher this log has never followed: `earliest` replays everything
+    /// its window still holds of its current epoch, `latest` starts at its next event.
+    #[arg(long, env = "FROM", value_enum, default_value_t = Start::Earliest)]
+    pub from: Start,
+
+    /// How long a replay request may go unanswered before it is sent again (with backoff).
+    #[arg(long, env = "REPLAY_TIMEOUT", default_value = "2s", value_parser = parse_positive)]
+    pub replay_timeout: Duration,
+
+    /// How long replay may make no progress before the missing range is written as a gap
+    /// (`reason="replay unanswered"`) and the live stream is followed without it.
+    #[arg(long, env = "REPLAY_GIVE_UP", default_value = "10s", value_parser = parse_positive)]
+    pub replay_give_up: Duration,
+
+    /// Events asked for per replay request; the next chunk is asked when one ends.
+    #[arg(long, env = "REPLAY_CHUNK", default_value_t = 2000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub replay_chunk: u32,
+
+    /// The log file events are appended to. Its position file is `<LOG_FILE>.pos`.
     #[arg(long, env = "LOG_FILE", default_value = "./subscriber.log")]
     pub log_file: PathBuf,
 
@@ -34,4 +59,152 @@ pub enum Format {
     Text,
     /// One JSON object per line (JSON Lines).
     Json,
+}
+
+/// Where a publisher never followed before is started (like JetStream's DeliverPolicy).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Start {
+    /// Everything the publisher's replay window holds of its current epoch.
+    Earliest,
+    /// Its next event: what was published before we joined is not ours.
+    Latest,
+}
+
+/// One publisher: where its events come from, and where they are replayed from (if anywhere).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublisherEndpoints {
+    /// Its PUB socket.
+    pub events: String,
+    /// Its replay ROUTER socket; `None` when replay is disabled.
+    pub replay: Option<String>,
+}
+
+/// The configuration does not make sense as a whole.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The two endpoint lists cannot be paired up.
+    #[error(
+        "EVENTS_CONNECT lists {events} endpoint(s) but REPLAY_CONNECT lists {replay}; give one \
+         replay endpoint per event endpoint, in the same order (or none to disable replay)"
+    )]
+    UnpairedEndpoints {
+        /// Entries in EVENTS_CONNECT.
+        events: usize,
+        /// Entries in REPLAY_CONNECT.
+        replay: usize,
+    },
+}
+
+impl Config {
+    /// Pairs event and replay endpoints by position.
+    pub fn publishers(&self) -> Result<Vec<PublisherEndpoints>, ConfigError> {
+        let replay: Vec<&String> = self
+            .replay_connect
+            .iter()
+            .filter(|r| !r.is_empty())
+            .collect();
+        if !replay.is_empty() && replay.len() != self.events_connect.len() {
+            return Err(ConfigError::UnpairedEndpoints {
+                events: self.events_connect.len(),
+                replay: replay.len(),
+            });
+        }
+        Ok(self
+            .events_connect
+            .iter()
+            .enumerate()
+            .map(|(i, events)| PublisherEndpoints {
+                events: events.clone(),
+                replay: replay.get(i).map(|r| (*r).clone()),
+            })
+            .collect())
+    }
+}
+
+/// An endpoint, or nothing (an empty list disables replay).
+fn parse_optional_endpoint(value: &str) -> Result<String, String> {
+    if value.trim().is_empty() {
+        return Ok(String::new());
+    }
+    plumbing::parse_endpoint(value)
+}
+
+fn parse_positive(value: &str) -> Result<Duration, String> {
+    let duration = humantime::parse_duration(value).map_err(|e| e.to_string())?;
+    if duration.is_zero() {
+        return Err("must be longer than zero".to_owned());
+    }
+    Ok(duration)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn parse(args: &[&str]) -> Result<Config, clap::Error> {
+        Config::try_parse_from(std::iter::once("subscriber").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn defaults_pair_one_local_publisher_with_its_replay_endpoint() {
+        let config = parse(&[]).expect("defaults parse");
+        assert_eq!(
+            config.publishers().expect("one pair"),
+            vec![PublisherEndpoints {
+                events: "tcp://127.0.0.1:4444".into(),
+                replay: Some("tcp://127.0.0.1:4447".into()),
+            }]
+        );
+        assert_eq!(config.from, Start::Earliest);
+        assert_eq!(config.replay_timeout, Duration::from_secs(2));
+        assert_eq!(config.replay_give_up, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn an_empty_replay_list_disables_replay() {
+        let config = parse(&[
+            "--events-connect",
+            "tcp://a:1,tcp://b:1",
+            "--replay-connect",
+            "",
+        ])
+        .expect("parses");
+        let pairs = config.publishers().expect("pairs");
+        assert!(pairs.iter().all(|p| p.replay.is_none()), "{pairs:?}");
+    }
+
+    #[test]
+    fn unequal_endpoint_lists_are_refused() {
+        let config = parse(&["--events-connect", "tcp://a:1,tcp://b:1"]).expect("parses");
+        assert!(matches!(
+            config.publishers(),
+            Err(ConfigError::UnpairedEndpoints {
+                events: 2,
+                replay: 1
+            })
+        ));
+        let config = parse(&[
+            "--events-connect",
+            "tcp://a:1,tcp://b:1",
+            "--replay-connect",
+            "tcp://a:2,tcp://b:2",
+        ])
+        .expect("parses");
+        assert_eq!(
+            config.publishers().expect("pairs")[1].replay.as_deref(),
+            Some("tcp://b:2")
+        );
+    }
+
+    #[test]
+    fn zero_timeouts_and_an_empty_chunk_are_refused() {
+        assert!(parse(&["--replay-timeout", "0s"]).is_err());
+        assert!(parse(&["--replay-give-up", "0s"]).is_err());
+        assert!(parse(&["--replay-chunk", "0"]).is_err());
+        assert_eq!(
+            parse(&["--from", "latest"]).expect("parses").from,
+            Start::Latest
+        );
+    }
 }

@@ -1,50 +1,116 @@
 //! The subscriber: connects a SUB socket to every configured publisher and writes one line
-//! per event to the log file (design §5). Heartbeats are read, never written: they only reveal
-//! events that did not arrive, which are written as gap lines.
+//! per event to the log file (design §5), each exactly once and in order per (publisher,
+//! epoch), or a gap line naming what is missing and why (design §6). Heartbeats are read,
+//! never written: they reveal events that did not arrive and whether the publisher serves
+//! replay; a DEALER per publisher asks its replay endpoint for what is missing.
+//!
+//! | module | what it holds |
+//! |---|---|
+//! | `receive` | the SUB socket of one publisher |
+//! | `replay` | the DEALER socket of one publisher's replay endpoint |
+//! | `writer` | the log's single owner: arrivals in, lines and asks out |
+//! | `streams` | the state machine deciding what each arrival means |
+//! | `log_file`, `log_line`, `log_read` | the file, its line format, reading lines back |
+//! | `position`, `recover` | the position file beside the log, and reconciling it at start |
 
 mod config;
 mod log_file;
 mod log_line;
+mod log_read;
+mod position;
 mod receive;
+mod recover;
+mod replay;
 mod streams;
+mod writer;
 
-pub use config::{Config, Format};
+pub use config::{Config, ConfigError, Format, PublisherEndpoints, Start};
 pub use log_line::escape_into;
 
 use anyhow::Context;
 use plumbing::Rejects;
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 /// Envelopes that may wait for the writer before receivers stop reading.
 const ARRIVALS_CAPACITY: usize = 16 * 1024;
+/// Asks that may wait for a replay client; past it the writer tries again on its next tick.
+const ASKS_CAPACITY: usize = 64;
+/// How long a new publisher's events are held for its first heartbeat (they come every
+/// second while it is idle) before it is followed as one without replay.
+const HEARTBEAT_WAIT: Duration = Duration::from_secs(3);
+/// Live events held per publisher while a hole before them is filled.
+const MAX_HELD: usize = 50_000;
 
 /// Runs until `shutdown` resolves (or the log file cannot be written), then writes out
 /// everything received and returns.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let codec = config.common.codec()?;
+    let publishers = config.publishers()?;
+    let pos_path = position::path_for(&config.log_file);
+    let (log_path, pos) = (config.log_file.clone(), pos_path.clone());
+    let recovered = tokio::task::spawn_blocking(move || recover::recover(&log_path, &pos))
+        .await
+        .context("log recovery panicked")??;
     let log = log_file::LogFile::open(&config.log_file, config.format)?;
-    let (arrivals, queue) = mpsc::channel(ARRIVALS_CAPACITY);
-    let mut writer = tokio::task::spawn_blocking(move || log.run(queue));
 
+    let (arrivals, queue) = mpsc::channel(ARRIVALS_CAPACITY);
     let stop = CancellationToken::new();
     let rejects = Arc::new(Rejects::new("a message that could not be decoded"));
-    let mut receivers = tokio::task::JoinSet::new();
-    for endpoint in config.events_connect {
+    let origin = wire::Origin::starting_now(format!(
+        "subscriber-{}-{}",
+        plumbing::default_instance_id(),
+        std::process::id()
+    ));
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut asks = Vec::new();
+    for (index, endpoints) in publishers.into_iter().enumerate() {
         let (codec, arrivals, rejects, stop) = (
             codec.clone(),
             arrivals.clone(),
             rejects.clone(),
             stop.clone(),
         );
-        receivers.spawn(async move {
-            receive::receive(endpoint, codec, arrivals, &rejects, stop).await;
+        if let Some(endpoint) = endpoints.replay {
+            let (ask, asked) = mpsc::channel(ASKS_CAPACITY);
+            asks.push(Some(ask));
+            let client = replay::Client {
+                endpoint,
+                codec: codec.clone(),
+                origin: origin.clone(),
+                chunk: config.replay_chunk,
+                timeout: config.replay_timeout,
+                asks: asked,
+                arrivals: arrivals.clone(),
+                rejects: rejects.clone(),
+                stop: stop.clone(),
+            };
+            tasks.spawn(client.run());
+        } else {
+            asks.push(None);
+        }
+        tasks.spawn(async move {
+            receive::receive(index, endpoints.events, codec, arrivals, &rejects, stop).await;
         });
     }
     drop(arrivals);
-    tracing::info!(path = %config.log_file.display(), "subscriber running");
+    let settings = streams::Settings {
+        start: config.from,
+        replay: asks.iter().any(Option::is_some),
+        heartbeat_wait: HEARTBEAT_WAIT,
+        replay_timeout: config.replay_timeout,
+        give_up: config.replay_give_up,
+        max_held: MAX_HELD,
+    };
+    let streams = streams::Streams::new(settings, recovered.resume);
+    let positions = position::PositionFile::new(pos_path, recovered.positions);
+    let writer = writer::Writer::new(log, streams, positions, asks);
+    let runtime = tokio::runtime::Handle::current();
+    let mut writer = tokio::task::spawn_blocking(move || writer.run(queue, runtime));
+    tracing::info!(path = %config.log_file.display(), from = ?config.from, "subscriber running");
 
     tokio::select! {
         () = shutdown => {}
@@ -55,7 +121,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         }
     }
     stop.cancel();
-    while receivers.join_next().await.is_some() {}
+    while tasks.join_next().await.is_some() {}
     let written = writer.await.context("log writer panicked")?;
     tracing::info!(rejected = rejects.total(), "subscriber stopped");
     written

@@ -1,25 +1,23 @@
-//! The log file's writer: runs on a thread of its own, takes decoded envelopes in arrival
-//! order, writes each event once, and flushes whenever it has caught up, so `tail -f` shows an
-//! event a moment after it arrives while a burst is still written in large blocks.
+//! The log file: lines appended through a buffer, with the file's length kept, so the
+//! position file can say how much of it its positions cover.
 
 use crate::config::Format;
 use crate::log_line::{Entry, write_line};
-use crate::streams::{Admit, Streams};
 use anyhow::Context;
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
-use tokio::sync::mpsc;
-use wire::{Broadcast, Envelope};
 
-/// An open log file and the numbering state that decides what is written to it.
+/// An open log file.
 pub struct LogFile {
     path: PathBuf,
     file: BufWriter<File>,
     format: Format,
-    streams: Streams,
     line: String,
-    written: u64,
+    /// Bytes in the file once the buffer is flushed.
+    len: u64,
+    /// Lines written by this process.
+    pub written: u64,
 }
 
 impl LogFile {
@@ -30,87 +28,54 @@ impl LogFile {
             .append(true)
             .open(path)
             .with_context(|| format!("cannot open LOG_FILE {} for appending", path.display()))?;
+        let len = file
+            .metadata()
+            .with_context(|| format!("cannot read the length of LOG_FILE {}", path.display()))?
+            .len();
         Ok(LogFile {
             path: path.to_owned(),
             file: BufWriter::with_capacity(64 * 1024, file),
             format,
-            streams: Streams::default(),
             line: String::with_capacity(256),
+            len,
             written: 0,
         })
     }
 
-    /// Writes what arrives until the channel closes, then flushes and syncs the file.
-    pub fn run(mut self, mut arrivals: mpsc::Receiver<Envelope<Broadcast>>) -> anyhow::Result<()> {
-        while let Some(first) = arrivals.blocking_recv() {
-            self.take(first)?;
-            while let Ok(next) = arrivals.try_recv() {
-                self.take(next)?;
-            }
-            self.file.flush().with_context(|| self.failed())?;
-        }
-        self.file.flush().with_context(|| self.failed())?;
-        self.file
-            .get_ref()
-            .sync_all()
-            .with_context(|| self.failed())?;
-        tracing::info!(written = self.written, path = %self.path.display(), "log file closed");
-        Ok(())
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
-    fn take(&mut self, envelope: Envelope<Broadcast>) -> anyhow::Result<()> {
-        let now = wire::now_ms();
-        let (envelope, body) = envelope.into_parts();
-        let gap = |(first, last)| Entry::Gap {
-            sender: envelope.sender.clone(),
-            epoch: envelope.epoch,
-            first,
-            last,
-            ts_ms: now,
-        };
-        let event = match body {
-            Broadcast::Heartbeat(beat) => {
-                let missing =
-                    self.streams
-                        .heartbeat(&envelope.sender, envelope.epoch, beat.last_seq);
-                if let Some(range) = missing {
-                    self.write(&gap(range))?;
-                }
-                return Ok(());
-            }
-            Broadcast::Event(event) => event,
-        };
-        match self
-            .streams
-            .admit(&envelope.sender, envelope.epoch, envelope.seq)
-        {
-            Admit::Seen => {
-                tracing::debug!(publisher = %envelope.sender, seq = envelope.seq, "duplicate dropped");
-                return Ok(());
-            }
-            Admit::AfterGap { first, last } => self.write(&gap((first, last)))?,
-            Admit::Next => {}
-        }
-        self.write(&Entry::Event(envelope.with(event)))
+    /// The file's length once flushed.
+    pub fn len(&self) -> u64 {
+        self.len
     }
 
-    fn write(&mut self, entry: &Entry) -> anyhow::Result<()> {
-        if let Entry::Gap {
-            sender,
-            first,
-            last,
-            ..
-        } = entry
-        {
-            tracing::warn!(publisher = %sender, first, last, "events never arrived; gap written");
-        }
+    /// Appends one line (to the buffer).
+    pub fn append(&mut self, entry: &Entry) -> anyhow::Result<()> {
         self.line.clear();
         write_line(entry, self.format, &mut self.line);
         self.file
             .write_all(self.line.as_bytes())
             .with_context(|| self.failed())?;
+        self.len += self.line.len() as u64;
         self.written += 1;
         Ok(())
+    }
+
+    /// Hands the buffered lines to the operating system.
+    pub fn flush(&mut self) -> anyhow::Result<()> {
+        self.file.flush().with_context(|| self.failed())
+    }
+
+    /// Flushes, then waits until the lines are on disk.
+    pub fn sync(&mut self) -> anyhow::Result<()> {
+        self.flush()?;
+        self.file
+            .get_ref()
+            .sync_data()
+            .with_context(|| self.failed())
     }
 
     fn failed(&self) -> String {

@@ -23,7 +23,34 @@ pub enum Entry {
         last: u64,
         /// When the gap was noticed.
         ts_ms: u64,
+        /// Why they are missing.
+        reason: GapReason,
     },
+}
+
+/// Why a range of events is written as a gap instead of the events (design §6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum GapReason {
+    /// They never arrived and the publisher does not serve replay.
+    NotReceived,
+    /// They arrived neither live nor by replay: the publisher's window no longer holds them.
+    Expired,
+    /// The publisher started a new epoch before they could be fetched; they cannot be now.
+    PublisherRestarted,
+    /// The publisher's replay endpoint did not answer within `REPLAY_GIVE_UP`.
+    ReplayUnanswered,
+}
+
+impl GapReason {
+    /// The words written in the line's `reason` field.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GapReason::NotReceived => "not received",
+            GapReason::Expired => "expired",
+            GapReason::PublisherRestarted => "publisher restarted",
+            GapReason::ReplayUnanswered => "replay unanswered",
+        }
+    }
 }
 
 /// A field value: text is quoted and escaped, numbers are written bare.
@@ -98,6 +125,7 @@ fn write_text(entry: &Entry, out: &mut String) {
             first,
             last,
             ts_ms,
+            reason,
             ..
         } => {
             let _ = write!(out, "{} gap ", timestamp(*ts_ms));
@@ -105,7 +133,8 @@ fn write_text(entry: &Entry, out: &mut String) {
             let missing = last - first + 1;
             let _ = write!(
                 out,
-                "#{first} last={last} missing={missing} reason=\"not received\""
+                "#{first} last={last} missing={missing} reason=\"{}\"",
+                reason.as_str()
             );
         }
     }
@@ -136,6 +165,7 @@ fn write_json(entry: &Entry, out: &mut String) {
             first,
             last,
             ts_ms,
+            reason,
         } => {
             put("ts", timestamp(*ts_ms).to_string().into());
             put("topic", "gap".into());
@@ -144,7 +174,7 @@ fn write_json(entry: &Entry, out: &mut String) {
             put("seq", (*first).into());
             put("last", (*last).into());
             put("missing", (last - first + 1).into());
-            put("reason", "not received".into());
+            put("reason", reason.as_str().into());
         }
     }
     // serde_json escapes every control character, so a value cannot break the line.
@@ -184,7 +214,7 @@ pub fn escape_into(value: &str, out: &mut String) {
 
 /// Like [`escape_into`], for an unquoted token: spaces and `#` are escaped as well, so the
 /// header's fields stay where a reader expects them.
-fn escape_token(value: &str, out: &mut String) {
+pub(crate) fn escape_token(value: &str, out: &mut String) {
     for c in value.chars() {
         match c {
             ' ' | '#' | '"' => {
@@ -297,6 +327,7 @@ mod tests {
             first: 5,
             last: 9,
             ts_ms: 1_700_000_000_123,
+            reason: GapReason::NotReceived,
         };
         assert_eq!(
             line(&gap, Format::Text),
@@ -305,5 +336,30 @@ mod tests {
         let json: serde_json::Value =
             serde_json::from_str(line(&gap, Format::Json).trim_end()).unwrap();
         assert_eq!(json["missing"], 5);
+        assert_eq!(json["reason"], "not received");
+    }
+
+    #[test]
+    fn a_gap_line_names_its_reason() {
+        let gap = |reason| Entry::Gap {
+            sender: "p".into(),
+            epoch: 1,
+            first: 3,
+            last: 3,
+            ts_ms: 0,
+            reason,
+        };
+        let text = line(&gap(GapReason::Expired), Format::Text);
+        assert!(
+            text.ends_with(" gap p#3 last=3 missing=1 reason=\"expired\"\n"),
+            "{text}"
+        );
+        let json = line(&gap(GapReason::PublisherRestarted), Format::Json);
+        assert!(
+            json.contains("\"reason\":\"publisher restarted\""),
+            "{json}"
+        );
+        let text = line(&gap(GapReason::ReplayUnanswered), Format::Text);
+        assert!(text.contains("reason=\"replay unanswered\""), "{text}");
     }
 }

@@ -1,17 +1,20 @@
-//! One task per publisher endpoint: owns a SUB socket, keeps it connected, decodes what
-//! arrives and passes it to the log writer. Undecodable messages are counted and dropped.
+//! One task per publisher event endpoint: owns a SUB socket, keeps it connected, decodes what
+//! arrives and passes it to the log writer, saying which endpoint it came from (its replay is
+//! asked from the paired replay endpoint). Undecodable messages are counted and dropped.
 
+use crate::writer::Arrival;
 use plumbing::Rejects;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use wire::{Broadcast, Codec, Envelope};
+use wire::Codec;
 use zeromq::{Socket, SocketOptions, SocketRecv, SubSocket};
 
-/// Receives from `endpoint` until `stop` is cancelled or the writer is gone.
+/// Receives from `endpoint` (pair number `index`) until `stop` is cancelled or the writer is gone.
 pub async fn receive(
+    index: usize,
     endpoint: String,
     codec: Codec,
-    arrivals: mpsc::Sender<Envelope<Broadcast>>,
+    arrivals: mpsc::Sender<Arrival>,
     rejects: &Rejects,
     stop: CancellationToken,
 ) {
@@ -42,7 +45,11 @@ pub async fn receive(
         match message {
             Ok(message) => match codec.decode(&message) {
                 Ok(envelope) => {
-                    if arrivals.send(envelope).await.is_err() {
+                    let arrival = Arrival::Live {
+                        endpoint: index,
+                        envelope,
+                    };
+                    if arrivals.send(arrival).await.is_err() {
                         break;
                     }
                 }
