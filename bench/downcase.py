@@ -84,7 +84,8 @@ def one_round(args, system, workdir, script):
         if system:
             servers["subscriber"] = common.start(
                 children, workdir, "subscriber",
-                {"EVENTS_CONNECT": bound["events"], "LOG_FILE": str(log)})
+                {"EVENTS_CONNECT": bound["events"], "REPLAY_CONNECT": bound["replay"],
+                 "LOG_FILE": str(log)})
             tries = iter(range(10**9))
 
             def warmed_up():  # the slow joiner: send until one request makes it to the log

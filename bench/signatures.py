@@ -195,7 +195,8 @@ def one_round(args, verifiers, workdir, script, good, bad):
         base, log = f"http://{bound['http']}", workdir / "subscriber.log"
         servers["subscriber"] = common.start(
             children, workdir, "subscriber",
-            {"EVENTS_CONNECT": bound["events"], "LOG_FILE": str(log)})
+            {"EVENTS_CONNECT": bound["events"], "REPLAY_CONNECT": bound["replay"],
+                 "LOG_FILE": str(log)})
         ids = [f"verifier-{n}" for n in range(1, verifiers + 1)]
         for vid in ids:
             servers[vid] = common.start(

@@ -219,7 +219,8 @@ docker run -d --name "$SOLO-publisher" --network "$SOLO-net" --network-alias pub
 wait_for 30 "the docker-run publisher to be healthy" healthy "$SOLO-publisher"
 pass "publisher container healthy (HEALTHCHECK publisher healthcheck)"
 docker run -d --name "$SOLO-subscriber" --network "$SOLO-net" --user "$DATA_UID:$DATA_GID" \
-    -v "$SOLO_DATA:/data" -e EVENTS_CONNECT=tcp://publisher:4444 "$WORKER_IMAGE" >/dev/null
+    -v "$SOLO_DATA:/data" -e EVENTS_CONNECT=tcp://publisher:4444 \
+    -e REPLAY_CONNECT=tcp://publisher:4447 "$WORKER_IMAGE" >/dev/null
 docker run -d --name "$SOLO-verifier" --network "$SOLO-net" -v "$KEYS_DIR_HOST:/keys:ro" \
     -e TASKS_CONNECT=tcp://publisher:4445 -e RESULTS_CONNECT=tcp://publisher:4446 \
     -e VERIFIER_ID=solo-verifier "$WORKER_IMAGE" verifier >/dev/null
