@@ -1,6 +1,10 @@
 //! What every binary of the system does the same way: the flags common to all (design §8),
 //! logging to stderr through tracing, and turning SIGTERM / Ctrl-C into a graceful stop.
 
+mod guarded;
+
+pub use guarded::{GuardArgs, Guarded, bind_guarded};
+
 use anyhow::Context;
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -18,6 +22,10 @@ pub struct CommonArgs {
     /// Write this process's own logs (stderr) as JSON lines instead of plain text.
     #[arg(long, env = "LOG_JSON", default_value_t = false)]
     pub log_json: bool,
+
+    /// Limits of the guard in front of every ZMQ socket.
+    #[command(flatten)]
+    pub guard: GuardArgs,
 }
 
 impl CommonArgs {
@@ -122,8 +130,8 @@ mod tests {
     }
 }
 
-/// Counts messages dropped because they are not valid (undecodable, bad tag, the wrong kind),
-/// and warns at most once per interval with how many went since, so a flood of garbage cannot
+/// Counts messages dropped because they are not valid (undecodable, bad tag, the wrong kind)
+/// — also as the metric `messages_rejected_total{on}` — and warns at most once per interval with how many went since, so a flood of garbage cannot
 /// flood the log; the drops in between are logged at debug level.
 #[derive(Debug)]
 pub struct Rejects {
@@ -157,6 +165,7 @@ impl Rejects {
     /// Counts one message dropped on `on` (an endpoint or socket) for `cause`; returns whether
     /// this one was warned about.
     pub fn record(&self, on: &str, cause: &dyn std::fmt::Display) -> bool {
+        metrics::counter!("messages_rejected_total", "on" => on.to_owned()).increment(1);
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         state.total += 1;
         state.unreported += 1;

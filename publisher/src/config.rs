@@ -34,6 +34,13 @@ pub struct Config {
     #[arg(long, env = "REPLAY_BIND", default_value = "tcp://0.0.0.0:4447", value_parser = plumbing::parse_endpoint)]
     pub replay_bind: String,
 
+    /// Most bytes the publisher holds for one subscriber that does not read (stopped, or
+    /// stuck on a disk); past it, that subscriber is disconnected and catches up by replay
+    /// when it reads again. It must exceed the largest burst a healthy subscriber falls
+    /// behind by.
+    #[arg(long, env = "MAX_SUBSCRIBER_BACKLOG_BYTES", default_value_t = 16 * 1024 * 1024, value_parser = count::<usize>)]
+    pub max_subscriber_backlog_bytes: usize,
+
     /// Most events the replay window keeps (the most recent ones).
     #[arg(long, env = "REPLAY_WINDOW_EVENTS", default_value_t = 1_000_000, value_parser = count::<usize>)]
     pub replay_window_events: usize,

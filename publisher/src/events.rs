@@ -97,6 +97,8 @@ pub struct Settings {
     pub disabled: bool,
     /// Where sent events are kept for replay; `None`: replay is not served.
     pub window: Option<Arc<Mutex<Window>>>,
+    /// The guard's limits for the PUB socket's peers (the subscribers).
+    pub limits: guard::Limits,
 }
 
 /// Binds the PUB socket (unless publishing is disabled) and starts the task that owns it.
@@ -116,14 +118,19 @@ pub async fn start(
         return Ok((events, Flusher(None), None));
     }
     let mut socket = PubSocket::new();
-    let bind = &settings.bind;
-    let endpoint = socket
-        .bind(bind)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot bind EVENTS_BIND {bind}: {e}"))?;
+    let guarded = plumbing::bind_guarded(
+        &mut socket,
+        &settings.bind,
+        settings.limits,
+        "events",
+        "EVENTS_BIND",
+    )
+    .await?;
     let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
+    let endpoint = guarded.endpoint;
     let owner = SocketOwner {
         socket,
+        _guard: guarded.guard,
         codec,
         identity: identity.clone(),
         window: settings.window,
@@ -136,12 +143,14 @@ pub async fn start(
         seq,
         queue: Some(tx),
     };
-    Ok((events, Flusher(Some(task)), Some(endpoint.to_string())))
+    Ok((events, Flusher(Some(task)), Some(endpoint)))
 }
 
-/// The task that owns the PUB socket.
+/// The task that owns the PUB socket, and the guard in front of it: both go when it ends,
+/// after the flush grace.
 struct SocketOwner {
     socket: PubSocket,
+    _guard: guard::Guard,
     codec: Codec,
     identity: Arc<Origin>,
     window: Option<Arc<Mutex<Window>>>,

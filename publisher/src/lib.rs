@@ -27,6 +27,11 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+/// Most bytes held for a verifier or a replay asker that does not read. Neither gets more
+/// than it asked for (a verifier's in-flight tasks, one replay chunk), so only a stuck peer
+/// comes near it.
+const WORKER_BACKLOG_BYTES: usize = 8 * 1024 * 1024;
+
 /// A publisher whose sockets are bound, ready to [`run`](Publisher::run).
 pub struct Publisher {
     listener: tokio::net::TcpListener,
@@ -56,11 +61,19 @@ impl Publisher {
                 bytes: config.replay_window_bytes,
             })))
         });
+        // Subscribers may fall behind by a burst; verifiers and replay askers take what they
+        // asked for, so the library's default budget serves them.
+        let subscriber_limits = config
+            .common
+            .guard
+            .limits(config.max_subscriber_backlog_bytes);
+        let worker_limits = config.common.guard.limits(WORKER_BACKLOG_BYTES);
         let replay_stop = tokio_util::sync::CancellationToken::new();
         let replay = match &window {
             Some(window) => Some(
                 replay::start(
                     &config.replay_bind,
+                    worker_limits.clone(),
                     codec.clone(),
                     identity.clone(),
                     window.clone(),
@@ -75,6 +88,7 @@ impl Publisher {
             heartbeat_interval: config.heartbeat_interval,
             disabled: config.events_disabled,
             window,
+            limits: subscriber_limits,
         };
         let (events, flusher, events_endpoint) =
             events::start(identity, publishing, codec.clone()).await?;
@@ -93,6 +107,7 @@ impl Publisher {
             // requests at about this many in flight anyway; the dispatcher's own bound is
             // reached first only while outcomes wait for a stalled event queue.
             max_in_flight: config.results_capacity,
+            limits: worker_limits,
         };
         let (verification, dispatcher, verification_endpoints) =
             verification::start(&settings, codec, events.clone()).await?;

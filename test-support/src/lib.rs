@@ -15,6 +15,7 @@ mod process;
 mod publisher;
 mod system;
 mod wait;
+pub mod zmtp;
 
 pub use binary::binary;
 pub use http::{Api, Metrics};

@@ -34,16 +34,15 @@ pub struct ReplayServer {
 /// Binds the ROUTER socket at `bind` and serves until `stop` is cancelled.
 pub async fn start(
     bind: &str,
+    limits: guard::Limits,
     codec: Codec,
     origin: Arc<Origin>,
     window: Arc<Mutex<Window>>,
     stop: CancellationToken,
 ) -> anyhow::Result<ReplayServer> {
     let mut socket = RouterSocket::new();
-    let endpoint = socket
-        .bind(bind)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot bind REPLAY_BIND {bind}: {e}"))?;
+    let guarded =
+        plumbing::bind_guarded(&mut socket, bind, limits, "replay", "REPLAY_BIND").await?;
     let server = Server {
         codec,
         origin,
@@ -51,9 +50,13 @@ pub async fn start(
         answers: Arc::new(Semaphore::new(ANSWERS_AT_ONCE)),
         rejects: Arc::new(Rejects::new("a replay request that could not be decoded")),
     };
-    let task = tokio::spawn(server.run(socket, stop));
+    let guard = guarded.guard;
+    let task = tokio::spawn(async move {
+        server.run(socket, stop).await;
+        drop(guard);
+    });
     Ok(ReplayServer {
-        endpoint: endpoint.to_string(),
+        endpoint: guarded.endpoint,
         task,
     })
 }

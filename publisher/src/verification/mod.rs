@@ -43,6 +43,8 @@ pub struct Settings {
     /// Requests the dispatcher takes at once (in flight, or with their outcome not yet
     /// published).
     pub max_in_flight: usize,
+    /// The guard's limits for both sockets' peers (the verifiers).
+    pub limits: guard::Limits,
 }
 
 /// The task queue is full.
@@ -84,7 +86,12 @@ pub async fn start(
     codec: Codec,
     events: Events,
 ) -> anyhow::Result<(Verification, JoinHandle<()>, [String; 2])> {
-    let sockets = sockets::bind(&settings.tasks_bind, &settings.results_bind).await?;
+    let sockets = sockets::bind(
+        &settings.tasks_bind,
+        &settings.results_bind,
+        &settings.limits,
+    )
+    .await?;
     let endpoints = sockets.endpoints.clone();
     let (outbox, replies) = sockets.start(codec.clone(), settings.queue_capacity);
     let (registry, present) = registry::Registry::new(settings.verifier_timeout);

@@ -11,30 +11,39 @@ use zeromq::{PullSocket, PushSocket, Socket, SocketRecv, SocketSend, ZmqMessage}
 /// dropped inside the process.
 const REPLIES_CAPACITY: usize = 1024;
 
-/// The two sockets, bound.
+/// The two sockets, bound, with the guards in front of them.
 pub struct Bound {
     push: PushSocket,
     pull: PullSocket,
+    guards: [guard::Guard; 2],
     /// The resolved tasks and results endpoints.
     pub endpoints: [String; 2],
 }
 
 /// Binds the PUSH socket tasks go out on and the PULL socket replies come in on.
-pub async fn bind(tasks_bind: &str, results_bind: &str) -> anyhow::Result<Bound> {
+pub async fn bind(
+    tasks_bind: &str,
+    results_bind: &str,
+    limits: &guard::Limits,
+) -> anyhow::Result<Bound> {
     let mut push = PushSocket::new();
-    let tasks = push
-        .bind(tasks_bind)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot bind TASKS_BIND {tasks_bind}: {e}"))?;
+    let tasks =
+        plumbing::bind_guarded(&mut push, tasks_bind, limits.clone(), "tasks", "TASKS_BIND")
+            .await?;
     let mut pull = PullSocket::new();
-    let results = pull
-        .bind(results_bind)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot bind RESULTS_BIND {results_bind}: {e}"))?;
+    let results = plumbing::bind_guarded(
+        &mut pull,
+        results_bind,
+        limits.clone(),
+        "results",
+        "RESULTS_BIND",
+    )
+    .await?;
     Ok(Bound {
         push,
         pull,
-        endpoints: [tasks.to_string(), results.to_string()],
+        guards: [tasks.guard, results.guard],
+        endpoints: [tasks.endpoint, results.endpoint],
     })
 }
 
@@ -49,8 +58,15 @@ impl Bound {
     ) -> (mpsc::Sender<ZmqMessage>, mpsc::Receiver<Envelope<Reply>>) {
         let (outbox, outbox_rx) = mpsc::channel(outbox_capacity);
         let (replies_tx, replies) = mpsc::channel(REPLIES_CAPACITY);
-        tokio::spawn(push_tasks(self.push, outbox_rx));
-        tokio::spawn(pull_replies(self.pull, codec, replies_tx));
+        let [push_guard, pull_guard] = self.guards;
+        tokio::spawn(async move {
+            push_tasks(self.push, outbox_rx).await;
+            drop(push_guard);
+        });
+        tokio::spawn(async move {
+            pull_replies(self.pull, codec, replies_tx).await;
+            drop(pull_guard);
+        });
         (outbox, replies)
     }
 }

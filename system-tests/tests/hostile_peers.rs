@@ -1,0 +1,192 @@
+//! No packet stops the publisher: every ZMQ port it binds is attacked over raw TCP — noise, a
+//! truncated greeting, another mechanism, a frame header announcing 2^40 bytes, a multipart
+//! message past the limit, a valid frame with a garbage body, a flood of connections — and
+//! after each the whole system still answers end to end, with the cuts counted in /metrics.
+
+use serde_json::json;
+use std::time::Duration;
+use test_support::zmtp::{frame, greeting, handshake, huge_header, noise, send_and_see_cut};
+use test_support::{PATIENCE, TestSystem, wait_until};
+
+/// The limit the publisher runs with here, small so a message past it is quick to send.
+const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+/// How long an attacker's connection may stay open before the cut counts as missing.
+const CUT_WITHIN: Duration = Duration::from_secs(5);
+
+/// One attack: what is sent, and whether the guard must cut the connection for it.
+struct Attack {
+    name: &'static str,
+    bytes: Vec<u8>,
+    cut: bool,
+}
+
+/// The attacks on a socket whose peers are of `peer_type`.
+fn attacks(peer_type: &str) -> Vec<Attack> {
+    let half = vec![0xA5; MAX_MESSAGE_BYTES / 2 + 1];
+    vec![
+        Attack {
+            name: "noise",
+            bytes: noise(4096),
+            cut: true,
+        },
+        Attack {
+            name: "a truncated greeting",
+            bytes: greeting(b"NULL")[..20].to_vec(),
+            // The attacker goes silent: the guard's handshake timeout (10 s) cuts it later;
+            // here the attacker hangs up first.
+            cut: false,
+        },
+        Attack {
+            name: "the PLAIN mechanism",
+            bytes: greeting(b"PLAIN"),
+            cut: true,
+        },
+        Attack {
+            name: "a frame announcing 2^40 bytes",
+            bytes: [handshake(peer_type), huge_header(1 << 40)].concat(),
+            cut: true,
+        },
+        Attack {
+            name: "a multipart message past the limit",
+            bytes: [
+                handshake(peer_type),
+                frame(true, &half),
+                frame(false, &half),
+            ]
+            .concat(),
+            cut: true,
+        },
+        Attack {
+            name: "a valid frame with a garbage body",
+            bytes: [handshake(peer_type), frame(false, &noise(100))].concat(),
+            cut: false,
+        },
+    ]
+}
+
+/// A downcase request answered and its event logged, and a signature verified.
+async fn still_serves(system: &TestSystem, label: &str, signature: &serde_json::Value) {
+    let answer = system.api().downcase(label).await;
+    assert_eq!(answer["result"], label.to_lowercase());
+    wait_until(&format!("{label} in the log"), PATIENCE, async || {
+        system
+            .read_log()
+            .iter()
+            .any(|l| l.param() == Some(label))
+            .then_some(())
+    })
+    .await;
+    let (status, verdict) = system.api().post_signature("?wait=10s", signature).await;
+    assert_eq!(
+        (status, verdict["status"].as_str()),
+        (200, Some("valid")),
+        "{verdict}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_packet_on_any_zmq_port_stops_the_publisher_and_every_cut_is_counted() {
+    // Arrange: the whole system, serving.
+    let system = TestSystem::new();
+    let alice = system.keys.key("alice");
+    let text = "attack at dawn\n";
+    let signature = json!({
+        "text": text,
+        "signature": system.keys.sign_hex(&alice, text.as_bytes()),
+        "key": "alice",
+    });
+    let mut publisher = system
+        .start_publisher_with(&[("MAX_MESSAGE_BYTES", MAX_MESSAGE_BYTES.to_string())])
+        .await;
+    let _subscriber = system.start_subscriber(&[]);
+    let _verifier = system.start_verifier("v1");
+    system.until_subscribed("before").await;
+    system.until_verifiers(1).await;
+    let addresses = system.addresses().clone();
+    let ports = [
+        ("events", addresses.events.clone(), "SUB"),
+        ("tasks", addresses.tasks.clone(), "PULL"),
+        ("results", addresses.results.clone(), "PUSH"),
+        ("replay", addresses.replay.clone(), "DEALER"),
+    ];
+
+    for (socket, endpoint, peer_type) in &ports {
+        for attack in attacks(peer_type) {
+            // Act
+            let cut = send_and_see_cut(endpoint, &attack.bytes, CUT_WITHIN).await;
+
+            // Assert
+            if attack.cut {
+                assert!(cut, "{socket}: {} was not cut", attack.name);
+            }
+            assert!(
+                publisher.exited().is_none(),
+                "{socket}: the publisher died of {}:\n{}",
+                attack.name,
+                publisher.stderr()
+            );
+            let label = format!("after-{socket}-{}", attack.name.replace(' ', "-"));
+            still_serves(&system, &label, &signature).await;
+        }
+    }
+
+    let metrics = system.api().metrics().await;
+    for (socket, _, _) in &ports {
+        for reason in [
+            "bad_greeting",
+            "mechanism",
+            "oversize_frame",
+            "oversize_message",
+        ] {
+            let series = format!("guard_cut_total{{socket=\"{socket}\",reason=\"{reason}\"}}");
+            assert!(
+                metrics.value(&series).is_some_and(|n| n >= 1.0),
+                "{series} missing from:\n{}",
+                metrics.0
+            );
+        }
+    }
+    for on in ["results socket", "replay socket"] {
+        let series = format!("messages_rejected_total{{on=\"{on}\"}}");
+        assert!(
+            metrics.value(&series).is_some_and(|n| n >= 1.0),
+            "{series} missing from:\n{}",
+            metrics.0
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_thousand_connections_opened_and_dropped_on_each_port_leave_the_system_serving() {
+    // Arrange
+    let system = TestSystem::new();
+    let alice = system.keys.key("alice");
+    let signature = json!({
+        "text": "flood\n",
+        "signature": system.keys.sign_hex(&alice, b"flood\n"),
+        "key": "alice",
+    });
+    let mut publisher = system.start_publisher().await;
+    let _subscriber = system.start_subscriber(&[]);
+    let _verifier = system.start_verifier("v1");
+    system.until_subscribed("before").await;
+    system.until_verifiers(1).await;
+    let a = system.addresses().clone();
+
+    // Act: 2 000 connections per port, 100 open at a time, each dropped at once.
+    for endpoint in [&a.events, &a.tasks, &a.results, &a.replay] {
+        let address = endpoint.trim_start_matches("tcp://").to_owned();
+        for _ in 0..20 {
+            let batch: Vec<_> = (0..100)
+                .map(|_| tokio::net::TcpStream::connect(address.clone()))
+                .collect();
+            for connection in futures::future::join_all(batch).await {
+                drop(connection.expect("the guard accepts"));
+            }
+        }
+    }
+
+    // Assert
+    assert!(publisher.exited().is_none(), "{}", publisher.stderr());
+    still_serves(&system, "after-the-flood", &signature).await;
+}

@@ -1,0 +1,89 @@
+//! ZMTP 3.0 written by hand, for tests that play a hostile or broken peer over raw TCP: the
+//! greeting, the NULL handshake, frames and bare frame headers.
+
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const MORE: u8 = 0b001;
+const LONG: u8 = 0b010;
+const COMMAND: u8 = 0b100;
+
+/// The 64-byte greeting of ZMTP 3.0 with `mechanism` (`b"NULL"`, `b"PLAIN"`, `b"CURVE"`).
+pub fn greeting(mechanism: &[u8]) -> Vec<u8> {
+    let mut greeting = vec![0u8; 64];
+    greeting[0] = 0xFF;
+    greeting[9] = 0x7F;
+    greeting[10] = 3;
+    greeting[12..12 + mechanism.len()].copy_from_slice(mechanism);
+    greeting
+}
+
+/// A whole NULL handshake of a peer of `socket_type` (`SUB`, `PUSH`, …): greeting and READY.
+pub fn handshake(socket_type: &str) -> Vec<u8> {
+    let mut body = vec![5];
+    body.extend_from_slice(b"READY");
+    body.push(11);
+    body.extend_from_slice(b"Socket-Type");
+    body.extend_from_slice(&(socket_type.len() as u32).to_be_bytes());
+    body.extend_from_slice(socket_type.as_bytes());
+    let mut ready = vec![COMMAND, body.len() as u8];
+    ready.extend_from_slice(&body);
+    [greeting(b"NULL"), ready].concat()
+}
+
+/// A message frame (`more`: another frame of the same message follows).
+pub fn frame(more: bool, body: &[u8]) -> Vec<u8> {
+    let more = if more { MORE } else { 0 };
+    let mut frame = if body.len() > 255 {
+        let mut header = vec![more | LONG];
+        header.extend_from_slice(&(body.len() as u64).to_be_bytes());
+        header
+    } else {
+        vec![more, body.len() as u8]
+    };
+    frame.extend_from_slice(body);
+    frame
+}
+
+/// A long frame header announcing `size` bytes, with no body after it.
+pub fn huge_header(size: u64) -> Vec<u8> {
+    let mut header = vec![LONG];
+    header.extend_from_slice(&size.to_be_bytes());
+    header
+}
+
+/// `len` bytes that are not ZMTP (a fixed pseudo-random sequence).
+pub fn noise(len: usize) -> Vec<u8> {
+    let mut state: u32 = 0x9e37_79b9;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            (state >> 24) as u8
+        })
+        .collect()
+}
+
+/// Connects to `endpoint` (`tcp://host:port`), writes `bytes`, and reports whether the other
+/// side closed the connection within `within` (reading and dropping what it sends meanwhile).
+pub async fn send_and_see_cut(endpoint: &str, bytes: &[u8], within: Duration) -> bool {
+    let address = endpoint.trim_start_matches("tcp://");
+    let Ok(mut stream) = TcpStream::connect(address).await else {
+        return true;
+    };
+    if stream.write_all(bytes).await.is_err() {
+        return true;
+    }
+    let mut sink = vec![0u8; 16 * 1024];
+    let closed = async {
+        loop {
+            match stream.read(&mut sink).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => continue,
+            }
+        }
+    };
+    tokio::time::timeout(within, closed).await.is_ok()
+}
