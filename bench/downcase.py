@@ -14,6 +14,8 @@ alternate (a b, b a, a b ...) so drift on a shared machine falls on both alike.
                 completed with 2xx, and requests sent (the few cut off when wrk stops may or may
                 not be logged). Any shortfall aborts the benchmark.
   (b) baseline  the publisher alone, EVENTS_DISABLED=true: same router, nothing published.
+  --costs adds (c) unguarded: the system with GUARD_DISABLED=true (no socket guard), and
+                (d) keyed: the system with SHARED_KEY_FILE set (every message tagged).
 
 Columns: req/s and wrk's latency; `pub us/req`, the publisher's utime+stime per completed
 request ((a): until the log has settled); `sub us/ev`, the subscriber's per event; `wrk us/req`;
@@ -72,11 +74,25 @@ def check_log(log, stats):
     return len(params)
 
 
-def one_round(args, system, workdir, script):
-    """Starts (a) or (b), loads it with wrk, checks the log, stops it; returns the figures."""
+def variant_env(name, workdir):
+    """What a run adds to both servers' environment: (c) no guard, (d) message tags."""
+    if name == "unguarded":
+        return {"GUARD_DISABLED": "true"}
+    if name == "keyed":
+        key = workdir / "shared.key"
+        key.write_text("a shared secret for the benchmark, 32+ bytes\n")
+        return {"SHARED_KEY_FILE": str(key)}
+    return {}
+
+
+def one_round(args, name, workdir, script):
+    """Starts one configuration, loads it with wrk, checks the log, stops it; returns the
+    figures."""
     children = []
+    system = name != "baseline"
     try:
-        env = {**common.PUBLISHER_ENV, "EVENTS_DISABLED": str(not system).lower()}
+        extra = variant_env(name, workdir)
+        env = {**common.PUBLISHER_ENV, "EVENTS_DISABLED": str(not system).lower(), **extra}
         servers = {"publisher": common.start(children, workdir, "publisher", env)}
         bound = common.wait_for("the publisher",
                                 lambda: common.listening(workdir / "publisher.stderr"))
@@ -85,7 +101,7 @@ def one_round(args, system, workdir, script):
             servers["subscriber"] = common.start(
                 children, workdir, "subscriber",
                 {"EVENTS_CONNECT": bound["events"], "REPLAY_CONNECT": bound["replay"],
-                 "LOG_FILE": str(log)})
+                 "LOG_FILE": str(log), **extra})
             tries = iter(range(10**9))
 
             def warmed_up():  # the slow joiner: send until one request makes it to the log
@@ -129,25 +145,29 @@ def row(r, name, s):
 
 
 def main():
-    args = common.parser(__doc__.split("\n")[0]).parse_args()
+    parser = common.parser(__doc__.split("\n")[0])
+    parser.add_argument("--costs", action="store_true",
+                        help="also (c) the system with no socket guard and (d) with message tags")
+    args = parser.parse_args()
     common.prepare(args, ["-p", "publisher", "-p", "subscriber"])
     print(f"wrk -t{args.threads} -c{args.connections} -d{args.duration}s, {args.rounds} rounds"
           f" of each interleaved, {os.cpu_count()} CPUs")
     print(ROW.format("round", "run", "req/s", "p50 ms", "p99 ms", "pub us/req", "sub us/ev",
                      "wrk us/req", "others", "logged / 2xx / issued"))
-    results = {"system": [], "baseline": []}
+    names = ("system", "unguarded", "keyed", "baseline") if args.costs else ("system", "baseline")
+    results = {name: [] for name in names}
     with tempfile.TemporaryDirectory(prefix="bench-downcase-") as tmp:
         script = Path(tmp) / "unique.lua"
         script.write_text(WRK_SCRIPT)
-        for r, name in common.interleaved(args.rounds, ("system", "baseline")):
+        for r, name in common.interleaved(args.rounds, names):
             workdir = Path(tmp) / f"{name}-{r}"
             workdir.mkdir()
-            results[name].append(one_round(args, name == "system", workdir, script))
+            results[name].append(one_round(args, name, workdir, script))
             print(row(r, name, results[name][-1]), flush=True)
 
     med = common.medians(results, skip=("logged",))
     a, b = med["system"], med["baseline"]
-    print(row("med", "system", a) + "\n" + row("med", "baseline", b))
+    print("\n".join(row("med", name, med[name]) for name in names))
     ratio = a["rps"] / b["rps"]
     print(f"(a)/(b): req/s {ratio:.2f} (target >= 0.85: {'met' if ratio >= 0.85 else 'NOT met'}),"
           f" publisher CPU/req {a['pub_cpu'] / b['pub_cpu']:.2f},"
@@ -155,6 +175,12 @@ def main():
     total = (b["pub_cpu"] + b["wrk_cpu"]) / (a["pub_cpu"] + a["sub_cpu"] + a["wrk_cpu"])
     print(f"(b)/(a) of all CPU per request (wrk + servers): {total:.2f}, which req/s (a)/(b) "
           f"approaches when the cores are the limit")
+    for name, what in (("unguarded", "the socket guard"), ("keyed", "message tags")):
+        if name in med:
+            with_it, without = (a, med[name]) if name == "unguarded" else (med[name], a)
+            print(f"cost of {what}: req/s with/without {with_it['rps'] / without['rps']:.2f} "
+                  f"(target >= 0.90), publisher CPU/req {with_it['pub_cpu'] / without['pub_cpu']:.2f},"
+                  f" subscriber CPU/event {with_it['sub_cpu'] / without['sub_cpu']:.2f}")
     common.warn_if_busy(results)
     print("every 2xx request of every (a) round is in subscriber.log, no gap lines: yes")
 

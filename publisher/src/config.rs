@@ -45,7 +45,7 @@ pub struct Config {
     #[arg(long, env = "REPLAY_WINDOW_EVENTS", default_value_t = 1_000_000, value_parser = count::<usize>)]
     pub replay_window_events: usize,
 
-    /// Most bytes the replay window keeps: the events as sent plus 96 bytes each of bookkeeping.
+    /// Most bytes the replay window keeps: the events as sent plus 64 bytes each of bookkeeping.
     #[arg(long, env = "REPLAY_WINDOW_BYTES", default_value_t = 256 * 1024 * 1024, value_parser = count::<usize>)]
     pub replay_window_bytes: usize,
 

@@ -98,7 +98,7 @@ pub struct Settings {
     /// Where sent events are kept for replay; `None`: replay is not served.
     pub window: Option<Arc<Mutex<Window>>>,
     /// The guard's limits for the PUB socket's peers (the subscribers).
-    pub limits: guard::Limits,
+    pub limits: Option<guard::Limits>,
 }
 
 /// Binds the PUB socket (unless publishing is disabled) and starts the task that owns it.
@@ -150,7 +150,7 @@ pub async fn start(
 /// after the flush grace.
 struct SocketOwner {
     socket: PubSocket,
-    _guard: guard::Guard,
+    _guard: Option<guard::Guard>,
     codec: Codec,
     identity: Arc<Origin>,
     window: Option<Arc<Mutex<Window>>>,
@@ -203,7 +203,7 @@ impl SocketOwner {
         if let Some(window) = &self.window {
             let mut window = window.lock().unwrap_or_else(|p| p.into_inner());
             for (seq, topic, message) in &encoded {
-                window.push(*seq, topic, message.clone());
+                window.push(*seq, topic, message);
             }
             metrics::gauge!("replay_window_events").set(window.len() as f64);
             metrics::gauge!("replay_window_bytes").set(window.bytes() as f64);

@@ -7,8 +7,11 @@ use crate::verification::Verification;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// The router's state; cheap to clone (every field is a handle or a number).
-#[derive(Clone)]
+/// The router's state, shared by every request behind one [`Arc`]: axum clones the state for
+/// each request, and one reference count is cheaper than cloning each handle.
+pub type SharedState = Arc<AppState>;
+
+/// What the handlers reach through [`SharedState`].
 pub struct AppState {
     /// The publishing path.
     pub events: Events,

@@ -34,7 +34,7 @@ pub struct ReplayServer {
 /// Binds the ROUTER socket at `bind` and serves until `stop` is cancelled.
 pub async fn start(
     bind: &str,
-    limits: guard::Limits,
+    limits: Option<guard::Limits>,
     codec: Codec,
     origin: Arc<Origin>,
     window: Arc<Mutex<Window>>,

@@ -3,7 +3,7 @@
 
 use crate::error::ApiError;
 use crate::query::single_param;
-use crate::state::AppState;
+use crate::state::SharedState;
 use axum::Json;
 use axum::extract::{RawQuery, State};
 use serde::Serialize;
@@ -26,7 +26,7 @@ struct EventRef {
 
 /// `GET /downcase` and `GET /downcase/`
 pub async fn downcase(
-    State(app): State<AppState>,
+    State(app): State<SharedState>,
     RawQuery(query): RawQuery,
 ) -> Result<Json<DowncaseReply>, ApiError> {
     let param = single_param(query.as_deref().unwrap_or(""), "param", app.max_param_bytes)?;

@@ -1,7 +1,7 @@
 //! `GET /healthz` (the process is up), `GET /readyz` (a verifier was heard from recently) and
 //! `GET /metrics` (Prometheus text format).
 
-use crate::state::AppState;
+use crate::state::SharedState;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -14,7 +14,7 @@ pub async fn healthz() -> Json<serde_json::Value> {
 
 /// `GET /readyz`: ready when a verifier was heard from recently (the sockets are bound before
 /// HTTP is served at all); otherwise 503 with the reason.
-pub async fn readyz(State(app): State<AppState>) -> Response {
+pub async fn readyz(State(app): State<SharedState>) -> Response {
     let present = app.verification.present();
     if present.verifiers > 0 {
         let body = serde_json::json!({ "ready": true, "verifiers": present.verifiers });

@@ -28,7 +28,7 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(state.max_body_bytes))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .with_state(state)
+        .with_state(std::sync::Arc::new(state))
 }
 
 async fn not_found(uri: Uri) -> ApiError {

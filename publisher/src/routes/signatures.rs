@@ -5,7 +5,7 @@
 use crate::error::ApiError;
 use crate::query;
 use crate::results::{Request, State};
-use crate::state::AppState;
+use crate::state::SharedState;
 use crate::verification::{Job, Snapshot};
 use axum::Json;
 use axum::body::Bytes;
@@ -66,7 +66,7 @@ impl SignatureReply {
 
 /// `POST /signatures[?wait=<duration>]`
 pub async fn submit(
-    AppStateOf(app): AppStateOf<AppState>,
+    AppStateOf(app): AppStateOf<SharedState>,
     RawQuery(query): RawQuery,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
@@ -133,7 +133,7 @@ pub async fn submit(
 
 /// `GET /signatures/{id}`
 pub async fn status(
-    AppStateOf(app): AppStateOf<AppState>,
+    AppStateOf(app): AppStateOf<SharedState>,
     Path(id): Path<String>,
 ) -> Result<Json<SignatureReply>, ApiError> {
     let request = app.results.get(&id).ok_or_else(|| {

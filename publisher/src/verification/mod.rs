@@ -44,7 +44,7 @@ pub struct Settings {
     /// published).
     pub max_in_flight: usize,
     /// The guard's limits for both sockets' peers (the verifiers).
-    pub limits: guard::Limits,
+    pub limits: Option<guard::Limits>,
 }
 
 /// The task queue is full.

@@ -15,7 +15,7 @@ const REPLIES_CAPACITY: usize = 1024;
 pub struct Bound {
     push: PushSocket,
     pull: PullSocket,
-    guards: [guard::Guard; 2],
+    guards: [Option<guard::Guard>; 2],
     /// The resolved tasks and results endpoints.
     pub endpoints: [String; 2],
 }
@@ -24,7 +24,7 @@ pub struct Bound {
 pub async fn bind(
     tasks_bind: &str,
     results_bind: &str,
-    limits: &guard::Limits,
+    limits: &Option<guard::Limits>,
 ) -> anyhow::Result<Bound> {
     let mut push = PushSocket::new();
     let tasks =
