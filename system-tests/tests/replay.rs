@@ -1,7 +1,8 @@
 //! Nothing lost between publisher and log (design §6): every acknowledged event reaches
 //! `subscriber.log` exactly once and in order per (publisher, epoch) — for a subscriber that
 //! joins late, one killed mid-stream and started again, several publishers one of which
-//! restarts, and with a shared key — and what the replay window no longer holds is one
+//! restarts, one frozen with SIGSTOP (which costs the publisher no more than its backlog
+//! budget), and with a shared key — and what the replay window no longer holds is one
 //! explicit gap line, never a silent hole. The real binaries, killed for real.
 
 use bytes::Bytes;
@@ -114,6 +115,8 @@ async fn until_lines(system: &TestSystem, n: usize, limit: Duration) -> Vec<LogL
 /// Asserts that `lines` are exactly `acked`, in that order: each acknowledged event once, with
 /// the number its answer named, no gap line, nothing else. On a difference, says where.
 fn assert_logged_exactly(lines: &[LogLine], acked: &[Acked]) {
+    // Params are shortened in the message only: some tests send long ones.
+    let short = |p: &str| p.chars().take(40).collect::<String>();
     let logged: Vec<(&str, u64, &str)> = lines
         .iter()
         .map(|l| (l.topic.as_str(), l.seq, l.param().unwrap_or("")))
@@ -125,10 +128,11 @@ fn assert_logged_exactly(lines: &[LogLine], acked: &[Acked]) {
     let end = logged.len().max(expected.len());
     if let Some(at) = (0..end).find(|&i| logged.get(i) != expected.get(i)) {
         let around = |v: &[(&str, u64, &str)]| {
-            format!(
-                "{:?}",
-                &v[at.saturating_sub(3).min(v.len())..(at + 4).min(v.len())]
-            )
+            let shown: Vec<_> = v[at.saturating_sub(3).min(v.len())..(at + 4).min(v.len())]
+                .iter()
+                .map(|&(topic, seq, param)| (topic, seq, short(param)))
+                .collect();
+            format!("{shown:?}")
         };
         panic!(
             "the log differs from what was acknowledged at line {at} ({} lines logged, {} \
@@ -616,4 +620,90 @@ async fn a_forged_untagged_replay_answer_writes_nothing_and_the_hole_stays_an_ex
             .is_some_and(|p| probes.iter().any(|sent| sent == p)),
         "{lines:?}"
     );
+}
+
+/// One line of `/proc/<pid>/status`, in bytes (`VmRSS`: resident now; `VmHWM`: the peak).
+fn memory(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|e| panic!("/proc/{pid}/status: {e}"));
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().strip_suffix(" kB"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"));
+    kib * 1024
+}
+
+/// Whether the last `bytes` of the file at `path` contain `needle`: to wait for the last of a
+/// large log's lines without reading all of it every time.
+fn tail_contains(path: &Path, needle: &str, bytes: u64) -> bool {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut file) = std::fs::File::open(path) else {
+        return false;
+    };
+    let len = file.metadata().map_or(0, |m| m.len());
+    let mut tail = Vec::new();
+    file.seek(SeekFrom::Start(len.saturating_sub(bytes)))
+        .and_then(|_| file.read_to_end(&mut tail))
+        .is_ok_and(|_| String::from_utf8_lossy(&tail).contains(needle))
+}
+
+/// What the publisher may hold for the stopped subscriber, its outbound budget.
+const BACKLOG_BUDGET: u64 = 1024 * 1024;
+/// Room for what else the publisher's memory does meanwhile (allocator, HTTP, tasks).
+const MEMORY_SLACK: u64 = 16 * 1024 * 1024;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_subscriber_costs_the_publisher_only_its_backlog_budget_and_catches_up_by_replay()
+{
+    // Arrange: a publisher that holds at most 1 MiB for a subscriber that does not read, and
+    // a subscriber following it; events of 32 KiB (a 16 KiB param and its lower-case form),
+    // so that what is published while it is stopped (48 MiB) dwarfs the budget, the kernel's
+    // socket buffers and the slack.
+    let system = TestSystem::new();
+    let publisher = system
+        .start_publisher_with(&[
+            ("MAX_SUBSCRIBER_BACKLOG_BYTES", BACKLOG_BUDGET.to_string()),
+            ("MAX_PARAM_BYTES", (64 * 1024).to_string()),
+        ])
+        .await;
+    let subscriber = system.start_subscriber(&[]);
+    let warm = publish(system.api(), "warm", 100).await;
+    until_lines(&system, 100, PATIENCE).await;
+    let resident_before = memory(publisher.id(), "VmRSS");
+
+    // Act: 1 500 large events while the subscriber is frozen with its connections open.
+    subscriber.pause();
+    let label = format!("stopped-{}", "X".repeat(16 * 1024));
+    let away = publish(system.api(), &label, 1500).await;
+    let metrics = system.api().metrics().await;
+    let peak = memory(publisher.id(), "VmHWM");
+    subscriber.resume();
+
+    // Assert: the publisher cut the subscriber that stopped reading rather than queue for it,
+    // so its memory grew by what the replay window holds and little more; after SIGCONT the
+    // subscriber is back, by replay, with every event once and in order.
+    let cuts = metrics.value("guard_cut_total{socket=\"events\",reason=\"slow_peer\"}");
+    assert!(cuts.is_some_and(|n| n >= 1.0), "{}", metrics.0);
+    let window = metrics
+        .value("replay_window_bytes")
+        .unwrap_or_else(|| panic!("no replay_window_bytes in:\n{}", metrics.0))
+        as u64;
+    let grown = peak.saturating_sub(resident_before);
+    assert!(
+        grown < window + BACKLOG_BUDGET + MEMORY_SLACK,
+        "the publisher's memory grew by {} MiB while a subscriber was stopped; the window \
+         holds {} MiB",
+        grown >> 20,
+        window >> 20
+    );
+    let last = away.last().expect("events were published");
+    let log = system.log_path();
+    wait_until("the last event in the log", BULK, async || {
+        tail_contains(&log, &format!("#{} ", last.seq), 256 * 1024).then_some(())
+    })
+    .await;
+    let acked: Vec<Acked> = warm.into_iter().chain(away).collect();
+    assert_logged_exactly(&system.read_log(), &acked);
 }
