@@ -229,11 +229,12 @@ async fn events_that_left_the_window_while_the_subscriber_was_dead_are_one_expir
     let last_logged = before.last().expect("events were published").seq;
 
     // Act: 5 000 events while the subscriber is away, then it comes back. It is killed, not
-    // stopped with SIGSTOP: a stopped subscriber keeps its connection, and the ZMQ library's
-    // PUB queue (up to 100 000 messages) and the kernel's socket buffers would hold every
-    // event for it, so after SIGCONT it could get them all live and the window would never be
-    // exceeded. Killed, it has no connection; restarted, its position file says where it was,
-    // and replay is the only source of what it missed.
+    // stopped with SIGSTOP: a stopped subscriber keeps its connection, and the kernel's
+    // socket buffers plus what the publisher holds for it (its backlog budget, 16 MiB by
+    // default; unguarded, the ZMQ library's PUB queue of up to 100 000 messages) take 5 000
+    // small events whole, so after SIGCONT it would get them all live and the window would
+    // never be exceeded. Killed, it has no connection; restarted, its position file says
+    // where it was, and replay is the only source of what it missed.
     subscriber.kill();
     let away = publish(system.api(), "while-away", 5000).await;
     let newest = away.last().expect("events were published").seq;
