@@ -1,8 +1,8 @@
 """What the wrk benchmarks in bench/ share: release builds, processes on loopback port 0, CPU
 read from /proc, wrk runs summarised by their Lua script, interleaved rounds and medians.
 
-Not run by itself: `python3 bench/downcase.py` and `python3 bench/signatures.py` import it (a
-script's own directory is on Python's path). Standard library only.
+Not run by itself: `python3 bench/downcase.py`, `bench/signatures.py` and `bench/replay.py`
+import it (a script's own directory is on Python's path). Standard library only.
 """
 
 import argparse

@@ -7,6 +7,12 @@
 //! PUB drops what a subscriber cannot take, so the publisher here stays at most [`WINDOW_BYTES`]
 //! bytes ahead of what the subscriber has received: the pipe stays full and nothing is
 //! lost. Run with `cargo bench -p guard`.
+//!
+//! Arguments (after `--`) pick a part of it, for a driver that needs one baseline:
+//! `--sizes 100,1024` (bytes, one frame each), `--paths pub-sub,push-pull`, `--rounds 3`, and
+//! `--json`, which adds a line `BENCH {"path": .., "size": .., "direct": [..], "guarded": [..]}`
+//! (messages/s of each round) after each row. `bench/replay.py` runs
+//! `--paths pub-sub --sizes <its event size> --json` for its raw PUB→SUB rate.
 
 use guard::{Guard, Limits};
 use std::sync::Arc;
@@ -17,6 +23,7 @@ use zeromq::{Socket, SocketRecv, SocketSend, ZmqMessage};
 
 const SIZES: [usize; 2] = [32, 1024];
 const ROUNDS: usize = 5;
+const PATHS: [Path; 2] = [Path::PubSub, Path::PushPull];
 /// How long each measurement receives.
 const MEASURE: Duration = Duration::from_millis(1500);
 /// How far, in bytes, the publisher may run ahead of the subscriber: well inside the
@@ -26,27 +33,88 @@ const WINDOW_BYTES: usize = 2 * 1024 * 1024;
 
 type Error = Box<dyn std::error::Error>;
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 enum Path {
     PubSub,
     PushPull,
 }
 
+impl Path {
+    fn name(self) -> &'static str {
+        match self {
+            Path::PubSub => "PUB→SUB",
+            Path::PushPull => "PUSH→PULL",
+        }
+    }
+}
+
+/// What to measure: everything by default, or the part the arguments name.
+struct Plan {
+    paths: Vec<Path>,
+    sizes: Vec<usize>,
+    rounds: usize,
+    json: bool,
+}
+
+impl Plan {
+    /// Reads the arguments; `--bench`, which `cargo bench` passes, is ignored.
+    fn from_args() -> Result<Plan, Error> {
+        let mut plan = Plan {
+            paths: PATHS.to_vec(),
+            sizes: SIZES.to_vec(),
+            rounds: ROUNDS,
+            json: false,
+        };
+        let mut args = std::env::args().skip(1);
+        while let Some(arg) = args.next() {
+            let mut value = || args.next().ok_or_else(|| format!("{arg} needs a value"));
+            match arg.as_str() {
+                "--bench" => {}
+                "--json" => plan.json = true,
+                "--rounds" => plan.rounds = value()?.parse()?,
+                "--sizes" => {
+                    plan.sizes = value()?
+                        .split(',')
+                        .map(str::parse)
+                        .collect::<Result<_, _>>()?;
+                }
+                "--paths" => {
+                    plan.paths = value()?
+                        .split(',')
+                        .map(|p| match p {
+                            "pub-sub" => Ok(Path::PubSub),
+                            "push-pull" => Ok(Path::PushPull),
+                            other => Err(format!("unknown path {other:?}")),
+                        })
+                        .collect::<Result<_, _>>()?;
+                }
+                other => return Err(format!("unknown argument {other:?}").into()),
+            }
+        }
+        if plan.rounds == 0 || plan.sizes.contains(&0) {
+            return Err("--rounds and every size must be at least 1".into());
+        }
+        Ok(plan)
+    }
+}
+
 fn main() -> Result<(), Error> {
+    let plan = Plan::from_args()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        println!("messages/s, median of {ROUNDS} interleaved rounds (slowest–fastest)");
+        let rounds = plan.rounds;
+        println!("messages/s, median of {rounds} interleaved rounds (slowest–fastest)");
         println!(
             "{:<10} {:>6}  {:<26} {:<26} {:>5}",
             "path", "size", "direct", "guarded", "ratio"
         );
-        for path in [Path::PubSub, Path::PushPull] {
-            for size in SIZES {
+        for &path in &plan.paths {
+            for &size in &plan.sizes {
                 let mut direct = Vec::new();
                 let mut guarded = Vec::new();
-                for _ in 0..ROUNDS {
+                for _ in 0..rounds {
                     for (guard, rates) in [(false, &mut direct), (true, &mut guarded)] {
                         let rate = measure(path, size, guard)
                             .await
@@ -54,17 +122,22 @@ fn main() -> Result<(), Error> {
                         rates.push(rate);
                     }
                 }
-                let name = match path {
-                    Path::PubSub => "PUB→SUB",
-                    Path::PushPull => "PUSH→PULL",
-                };
                 println!(
-                    "{name:<10} {:>6}  {:<26} {:<26} {:>5.2}",
+                    "{:<10} {:>6}  {:<26} {:<26} {:>5.2}",
+                    path.name(),
                     format!("{size} B"),
                     spread(&direct),
                     spread(&guarded),
                     median(&guarded) / median(&direct)
                 );
+                if plan.json {
+                    println!(
+                        "BENCH {{\"path\": \"{}\", \"size\": {size}, \"direct\": {}, \"guarded\": {}}}",
+                        path.name(),
+                        list(&direct),
+                        list(&guarded)
+                    );
+                }
             }
         }
         Ok(())
@@ -80,6 +153,12 @@ fn sorted(rates: &[f64]) -> Vec<f64> {
 fn median(rates: &[f64]) -> f64 {
     let rates = sorted(rates);
     rates[rates.len() / 2]
+}
+
+/// `[r1, r2, ..]`, whole messages per second: a JSON array.
+fn list(rates: &[f64]) -> String {
+    let rates: Vec<String> = rates.iter().map(|r| format!("{r:.0}")).collect();
+    format!("[{}]", rates.join(", "))
 }
 
 /// `median (slowest–fastest)`, in messages per second.
