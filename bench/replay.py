@@ -8,7 +8,7 @@ Needs `wrk` on PATH (Debian: apt-get install -y wrk). Release builds of the publ
 subscriber, and the guard's bench binary (`cargo bench -p guard --bench relay`), which gives
 the baseline. Every run starts fresh processes on loopback (port 0). Events are ~100 B as the
 publisher sends them: `GET /downcase?param=<thread>-<n, 7 digits>`, unique per request; the
-`event` line says what they measured (the window's bytes per event, less its 96 B of
+`event` line says what they measured (the window's bytes per event, less its 64 B of
 bookkeeping). Rounds are interleaved (a b c, c b a, ...) so drift on a shared machine falls on
 all alike.
 
@@ -81,7 +81,7 @@ end
 EVENT_LINE = re.compile(r'^\S+ (\S+) ' + PUBLISHER_ID + r'#(\d+)(?: param="([^"]*)")?')
 LAST_SEQ = re.compile(rb'#(\d+)[^\n]*\n$')
 # The publisher's window accounting adds this much to each event's frames (replay/window.rs).
-ENTRY_OVERHEAD = 96
+ENTRY_OVERHEAD = 64
 RUNS = ("live", "catch-up", "raw")
 
 
