@@ -195,3 +195,12 @@ impl Rejects {
         self.state.lock().unwrap_or_else(|p| p.into_inner()).total
     }
 }
+
+/// Parses a duration (`250ms`, `2s`, `1m`) that must be longer than zero.
+pub fn positive_duration(value: &str) -> Result<std::time::Duration, String> {
+    let duration = humantime::parse_duration(value).map_err(|e| format!("{e} (try 2s)"))?;
+    if duration.is_zero() {
+        return Err("must be longer than zero".into());
+    }
+    Ok(duration)
+}

@@ -4,6 +4,7 @@
 //! with (`--heartbeat-interval 0s`, `--task-attempts 0`) is refused with a message naming the
 //! flag instead of panicking or being quietly raised later.
 
+use plumbing::positive_duration;
 use std::time::Duration;
 
 /// Configuration of the publisher process.
@@ -119,15 +120,6 @@ pub struct Healthcheck {
     /// How long to wait for the answer.
     #[arg(long, default_value = "2s", value_parser = positive_duration)]
     pub timeout: Duration,
-}
-
-/// Parses a duration (`250ms`, `2s`, `1m`) that must be longer than zero.
-pub fn positive_duration(value: &str) -> Result<Duration, String> {
-    let duration = humantime::parse_duration(value).map_err(|e| format!("{e} (try 2s)"))?;
-    if duration.is_zero() {
-        return Err("must be longer than zero".into());
-    }
-    Ok(duration)
 }
 
 /// Parses a whole number that must be at least 1.

@@ -27,12 +27,12 @@ pub struct Config {
     pub from: Start,
 
     /// How long a replay request may go unanswered before it is sent again (with backoff).
-    #[arg(long, env = "REPLAY_TIMEOUT", default_value = "2s", value_parser = parse_positive)]
+    #[arg(long, env = "REPLAY_TIMEOUT", default_value = "2s", value_parser = plumbing::positive_duration)]
     pub replay_timeout: Duration,
 
     /// How long replay may make no progress before the missing range is written as a gap
     /// (`reason="replay unanswered"`) and the live stream is followed without it.
-    #[arg(long, env = "REPLAY_GIVE_UP", default_value = "10s", value_parser = parse_positive)]
+    #[arg(long, env = "REPLAY_GIVE_UP", default_value = "10s", value_parser = plumbing::positive_duration)]
     pub replay_give_up: Duration,
 
     /// Events asked for per replay request; the next chunk is asked when one ends.
@@ -127,14 +127,6 @@ fn parse_optional_endpoint(value: &str) -> Result<String, String> {
         return Ok(String::new());
     }
     plumbing::parse_endpoint(value)
-}
-
-fn parse_positive(value: &str) -> Result<Duration, String> {
-    let duration = humantime::parse_duration(value).map_err(|e| e.to_string())?;
-    if duration.is_zero() {
-        return Err("must be longer than zero".to_owned());
-    }
-    Ok(duration)
 }
 
 #[cfg(test)]
