@@ -483,6 +483,11 @@ async fn sigterm_pushes_the_verdicts_in_flight_and_exits_0_within_seconds() {
         let envelope = test_publisher().envelope(id, task);
         assert!(publisher.send_raw(publisher.codec.encode(&envelope)).await);
     }
+    // The burst is queued in the publisher's PUSH; stop only once the verifier has taken some
+    // of it, or SIGTERM could come before any task of the burst arrived.
+    verifier
+        .wait_for_log("task received task_id=100 ", PATIENCE)
+        .await;
 
     // Act
     verifier.sigterm();
