@@ -28,6 +28,18 @@ PUBLISHER_ENV = {"HTTP_ADDR": "127.0.0.1:0", "EVENTS_BIND": "tcp://127.0.0.1:0",
                  "TASKS_BIND": "tcp://127.0.0.1:0", "RESULTS_BIND": "tcp://127.0.0.1:0",
                  "REPLAY_BIND": "tcp://127.0.0.1:0",
                  "PUBLISHER_ID": PUBLISHER_ID}
+# The end of a wrk script whose threads count requests in a global `n`: prints the line
+# run_wrk() reads (requests, duration, requests issued per thread, errors, latency).
+WRK_DONE = r"""
+function done(summary, latency, requests)
+  local issued, e = {}, summary.errors
+  for _, t in ipairs(threads) do table.insert(issued, t:get("n")) end
+  io.write(string.format('BENCH {"requests": %d, "duration_us": %d, "issued": [%s], ' ..
+    '"status_errors": %d, "socket_errors": %d, "p50_us": %d, "p99_us": %d}\n',
+    summary.requests, summary.duration, table.concat(issued, ","), e.status,
+    e.connect + e.read + e.write + e.timeout, latency:percentile(50), latency:percentile(99)))
+end
+"""
 # At or above this many cores used by other processes during a load, a warning is printed.
 BUSY_OTHERS = 0.3
 

@@ -62,15 +62,7 @@ function request()
   return wrk.format(nil, string.format("/downcase?param=%d-%07d", id, n))
 end
 @RESPONSE@
-function done(summary, latency, requests)
-  local issued, e = {}, summary.errors
-  for _, t in ipairs(threads) do table.insert(issued, t:get("n")) end
-  io.write(string.format('BENCH {"requests": %d, "duration_us": %d, "issued": [%s], ' ..
-    '"status_errors": %d, "socket_errors": %d, "p50_us": %d, "p99_us": %d}\n',
-    summary.requests, summary.duration, table.concat(issued, ","), e.status,
-    e.connect + e.read + e.write + e.timeout, latency:percentile(50), latency:percentile(99)))
-end
-"""
+""" + common.WRK_DONE
 # Only with a limit: a response() makes wrk run Lua for every answer.
 WRK_STOP = r"""
 function response()
