@@ -156,7 +156,7 @@ async fn an_unanswered_task_is_sent_again_and_its_verdict_answers_the_waiting_re
 
     let first = verifier.next_task().await;
     assert_eq!((first.key.as_str(), first.attempt), ("alice", 1));
-    assert_eq!(first.document, b"doc");
+    assert_eq!(first.sha256, wire::sha256(b"doc"));
     let again = verifier.next_task().await;
     assert_eq!((again.task_id, again.attempt), (first.task_id, 2));
     assert_eq!(again.signature, vec![0; 256]);

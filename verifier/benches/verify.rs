@@ -33,7 +33,7 @@ fn main() {
     let task = Arc::new(VerifyTask {
         task_id: 1,
         key: "bench".into(),
-        document: document.to_vec(),
+        sha256: wire::sha256(document),
         signature: folder.sign(&private, document),
         attempt: 1,
     });

@@ -234,7 +234,7 @@ mod tests {
         VerifyTask {
             task_id,
             key: "nobody".into(),
-            document: b"doc".to_vec(),
+            sha256: wire::sha256(b"doc"),
             signature: vec![0; 256],
             attempt: 1,
         }

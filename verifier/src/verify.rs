@@ -3,12 +3,13 @@
 //! for every task; it is pure CPU work and never blocks on anything else.
 
 use crate::keys::KeyRing;
+use aws_lc_rs::digest::{Digest, SHA256};
 use wire::{SignatureStatus, Verdict, VerifyTask};
 
 /// Longest piece of a caller-supplied key id quoted back in a reason.
 const MAX_QUOTED_ID: usize = 64;
 
-/// Checks the task's signature against its document with the named key.
+/// Checks the task's signature against its document's digest with the named key.
 ///
 /// - `valid`: the signature matches.
 /// - `invalid` with a reason: it does not match, or its length is not the key's modulus length.
@@ -28,12 +29,23 @@ pub fn verify_task(keys: &KeyRing, task: &VerifyTask) -> Verdict {
                 key.modulus_len()
             )),
         ),
-        Some(key) => match key.parsed().verify_sig(&task.document, &task.signature) {
-            Ok(()) => (SignatureStatus::Valid, None),
+        Some(key) => match Digest::import_less_safe(&task.sha256, &SHA256) {
+            // The digest comes from the publisher, which computed it: a wrong length is its
+            // error, not the signer's.
             Err(_) => (
-                SignatureStatus::Invalid,
-                Some("signature does not match the document and key".to_owned()),
+                SignatureStatus::Error,
+                Some(format!(
+                    "the task's digest is {} bytes, not a SHA-256 digest",
+                    task.sha256.len()
+                )),
             ),
+            Ok(digest) => match key.parsed().verify_digest_sig(&digest, &task.signature) {
+                Ok(()) => (SignatureStatus::Valid, None),
+                Err(_) => (
+                    SignatureStatus::Invalid,
+                    Some("signature does not match the document and key".to_owned()),
+                ),
+            },
         },
     };
     Verdict {
@@ -61,7 +73,7 @@ mod tests {
         let task = VerifyTask {
             task_id: 3,
             key: "x".repeat(10_000),
-            document: b"doc".to_vec(),
+            sha256: wire::sha256(b"doc"),
             signature: vec![0; 256],
             attempt: 1,
         };

@@ -12,7 +12,7 @@ fn task(key: &str, document: &[u8], signature: Vec<u8>) -> VerifyTask {
     VerifyTask {
         task_id: 42,
         key: key.to_owned(),
-        document: document.to_vec(),
+        sha256: wire::sha256(document),
         signature,
         attempt: 1,
     }

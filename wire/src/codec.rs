@@ -192,7 +192,7 @@ mod tests {
         VerifyTask {
             task_id: 9,
             key: "demo".into(),
-            document: vec![0, 1, 2, 255],
+            sha256: vec![0, 1, 2, 255],
             signature: vec![7; 256],
             attempt: 2,
         }

@@ -27,4 +27,4 @@ pub use replay::{REPLAY_END_TOPIC, REPLAY_REQUEST_TOPIC, ReplayEnd, ReplayReques
 pub use reply::{
     KeyInfo, Reply, VERDICT_TOPIC, VERIFIER_HEARTBEAT_TOPIC, Verdict, VerifierHeartbeat,
 };
-pub use task::{VERIFY_TASK_TOPIC, VerifyTask};
+pub use task::{VERIFY_TASK_TOPIC, VerifyTask, sha256};

@@ -15,14 +15,22 @@ pub struct VerifyTask {
     pub task_id: u64,
     /// Key id to verify against.
     pub key: String,
-    /// The signed document.
+    /// SHA-256 of the signed document: the document itself never travels to a verifier (it
+    /// can be a megabyte; its digest is what RSASSA-PKCS1-v1_5 signs), and the publisher's
+    /// journal keeps only the digest of an accepted request.
     #[serde(with = "serde_bytes")]
-    pub document: Vec<u8>,
+    pub sha256: Vec<u8>,
     /// The RSASSA-PKCS1-v1_5 / SHA-256 signature.
     #[serde(with = "serde_bytes")]
     pub signature: Vec<u8>,
     /// 1 for the first send, +1 for each re-send.
     pub attempt: u32,
+}
+
+/// The SHA-256 digest of `document`, as a task carries it.
+pub fn sha256(document: &[u8]) -> Vec<u8> {
+    use sha2::Digest;
+    sha2::Sha256::digest(document).to_vec()
 }
 
 impl Channel for VerifyTask {

@@ -15,7 +15,6 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use wire::{Event, SignatureRequested};
 
 /// The request body. Unknown fields are ignored.
@@ -88,10 +87,11 @@ pub async fn submit(
         .results
         .insert(&id, key)
         .map_err(|full| ApiError::unavailable(full.to_string()))?;
+    let sha256 = wire::sha256(&document);
     let requested = SignatureRequested {
         id,
         key: request.key().to_owned(),
-        text_sha256: hex::encode(Sha256::digest(&document)),
+        text_sha256: hex::encode(&sha256),
         text_len: document.len() as u64,
     };
     app.events
@@ -100,7 +100,7 @@ pub async fn submit(
         .map_err(|_| ApiError::unavailable("the service is stopping"))?;
     let job = Job {
         request: request.clone(),
-        document,
+        sha256,
         signature,
     };
     if let Err(e) = app.verification.submit(job) {

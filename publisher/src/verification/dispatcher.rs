@@ -15,8 +15,8 @@ use wire::{Envelope, Origin, SignatureStatus, Verdict, VerifyTask};
 pub struct Job {
     /// The API request it belongs to, ended by the dispatcher.
     pub request: Arc<Request>,
-    /// The signed document.
-    pub document: Vec<u8>,
+    /// SHA-256 of the signed document.
+    pub sha256: Vec<u8>,
     /// The signature.
     pub signature: Vec<u8>,
 }
@@ -57,11 +57,11 @@ pub struct Dispatcher {
     duplicates: u64,
 }
 
-/// One task in flight. Its document and signature are moved in from the job and into each
+/// One task in flight. Its digest and signature are moved in from the job and into each
 /// message it is sent as, never copied.
 struct InFlight {
     request: Arc<Request>,
-    document: Vec<u8>,
+    sha256: Vec<u8>,
     signature: Vec<u8>,
     attempts: u32,
     deadline: Instant,
@@ -76,7 +76,10 @@ impl Dispatcher {
             origin,
             task_timeout,
             task_attempts,
-            next_task: 0,
+            // Task ids go on in the same epoch after a restart from the journal: starting each
+            // run at its start time (ms) × 2^20 keeps a late verdict for a task of the run
+            // before from matching a task of this one.
+            next_task: wire::now_ms() << 20,
             tasks: HashMap::new(),
             deadlines: BTreeSet::new(),
             duplicates: 0,
@@ -89,12 +92,12 @@ impl Dispatcher {
         let task_id = self.next_task;
         let Job {
             request,
-            document,
+            sha256,
             signature,
         } = job;
         let task = InFlight {
             request,
-            document,
+            sha256,
             signature,
             attempts: 0,
             deadline: now,
@@ -181,7 +184,7 @@ impl Dispatcher {
     }
 
     /// Builds the message for task `task_id`'s current attempt and hands it to `with`. The
-    /// document and signature are moved into the message and back, so a re-send copies nothing.
+    /// digest and signature are moved into the message and back, so a re-send copies nothing.
     pub fn with_task<T>(
         &mut self,
         task_id: u64,
@@ -193,13 +196,13 @@ impl Dispatcher {
             VerifyTask {
                 task_id,
                 key: task.request.key().to_owned(),
-                document: std::mem::take(&mut task.document),
+                sha256: std::mem::take(&mut task.sha256),
                 signature: std::mem::take(&mut task.signature),
                 attempt: task.attempts,
             },
         );
         let result = with(&message);
-        task.document = message.body.document;
+        task.sha256 = message.body.sha256;
         task.signature = message.body.signature;
         Some(result)
     }
@@ -259,7 +262,7 @@ mod tests {
     fn job(id: &str) -> Job {
         Job {
             request: Arc::new(Request::new(id, "alice".into())),
-            document: b"doc".to_vec(),
+            sha256: wire::sha256(b"doc"),
             signature: vec![7; 256],
         }
     }
@@ -293,14 +296,14 @@ mod tests {
     }
 
     #[test]
-    fn a_job_is_sent_at_once_as_attempt_one_with_its_document_and_key() {
+    fn a_job_is_sent_at_once_as_attempt_one_with_its_digest_and_key() {
         let mut d = dispatcher(4);
         let t0 = Instant::now();
         let task_id = sent(Some(d.dispatch(job("r1"), t0)));
         let task = d.with_task(task_id, Clone::clone).unwrap();
         assert_eq!(task.body.attempt, 1);
         assert_eq!(task.body.key, "alice");
-        assert_eq!(task.body.document, b"doc");
+        assert_eq!(task.body.sha256, wire::sha256(b"doc"));
         assert_eq!(task.body.signature, vec![7; 256]);
         assert_eq!((task.sender.as_str(), task.epoch), ("pub-1", 7));
         assert_eq!(d.next_deadline(), Some(t0 + TIMEOUT));
