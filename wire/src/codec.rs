@@ -382,6 +382,23 @@ mod tests {
     }
 
     #[test]
+    fn a_valid_outcome_under_the_failed_topic_is_refused() {
+        let codec = Codec::default();
+        let valid = events().remove(2);
+        let message = codec.encode(&origin().envelope(1, valid));
+        let mut frames = message.into_vec();
+        frames[0] = Bytes::from_static(topic::SIGNATURE_FAILED.as_bytes());
+        let relabelled = ZmqMessage::try_from(frames).unwrap();
+        assert!(matches!(
+            codec.decode::<Broadcast>(&relabelled),
+            Err(DecodeError::TopicMismatch {
+                body: topic::SIGNATURE_VERIFIED,
+                ..
+            })
+        ));
+    }
+
+    #[test]
     fn a_future_protocol_version_is_named_as_such() {
         let codec = Codec::default();
         let mut future = origin().envelope(1, events().remove(0));
