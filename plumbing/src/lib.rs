@@ -8,14 +8,14 @@ pub use guarded::{GuardArgs, Guarded, bind_guarded};
 use anyhow::Context;
 use std::io::IsTerminal;
 use std::path::PathBuf;
-use wire::{Codec, SharedKey};
+use wire::{Codec, SharedKey, SharedKeyError};
 
 /// Flags every binary takes.
 #[derive(Debug, Clone, clap::Args)]
 pub struct CommonArgs {
-    /// File holding a shared secret (16+ bytes). When set, every ZMQ message carries an
-    /// HMAC-SHA-256 tag and messages without a valid tag are dropped. Set the same file on
-    /// every process.
+    /// File holding a shared secret (16+ bytes), or several, one a line, for rotation: the
+    /// first tags, any of them verifies. When set, every ZMQ message carries an HMAC-SHA-256
+    /// tag and messages without a valid tag are dropped. Set it on every process.
     #[arg(long, env = "SHARED_KEY_FILE")]
     pub shared_key_file: Option<PathBuf>,
 
@@ -45,14 +45,27 @@ impl CommonArgs {
         }
     }
 
-    /// The codec for this process: tagging when a shared key file is configured.
+    /// The keys of `SHARED_KEY_FILE` (`None` when it is unset). Logs, once per call, whether
+    /// this process's ZMQ messages are authenticated — a warning when they are not — so call
+    /// it once, at start.
+    pub fn shared_key(&self) -> Result<Option<SharedKey>, SharedKeyError> {
+        let Some(path) = self.shared_key_file.as_deref() else {
+            tracing::warn!("ZMQ messages are NOT authenticated: SHARED_KEY_FILE is unset");
+            return Ok(None);
+        };
+        let key = SharedKey::from_file(path)?;
+        tracing::info!(
+            file = %path.display(),
+            "ZMQ messages are authenticated: tagging with key 1 of {}",
+            key.count()
+        );
+        Ok(Some(key))
+    }
+
+    /// The codec for this process: tagging when a shared key file is configured (see
+    /// [`shared_key`](Self::shared_key), which it calls).
     pub fn codec(&self) -> anyhow::Result<Codec> {
-        let key = self
-            .shared_key_file
-            .as_deref()
-            .map(SharedKey::from_file)
-            .transpose()
-            .context("SHARED_KEY_FILE is not usable")?;
+        let key = self.shared_key().context("SHARED_KEY_FILE is not usable")?;
         Ok(Codec::new(key))
     }
 }

@@ -97,7 +97,13 @@ pub fn write_line(entry: &Entry, format: Format, out: &mut String) {
     out.push('\n');
 }
 
+/// The last millisecond RFC 3339 can write (of the year 9999). An event's time comes from the
+/// wire; past this, the formatter would fail — cutting the line's head off in text, panicking
+/// in JSON — so a later time is written as this one.
+const LAST_WRITABLE_MS: u64 = 253_402_300_799_999;
+
 fn timestamp(ts_ms: u64) -> humantime::Rfc3339Timestamp {
+    let ts_ms = ts_ms.min(LAST_WRITABLE_MS);
     humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ts_ms))
 }
 
@@ -177,8 +183,36 @@ fn write_json(entry: &Entry, out: &mut String) {
             put("reason", reason.as_str().into());
         }
     }
-    // serde_json escapes every control character, so a value cannot break the line.
-    out.push_str(&serde_json::Value::Object(object).to_string());
+    let mut json = Vec::with_capacity(256);
+    let mut writer = serde_json::Serializer::with_formatter(&mut json, Escaping);
+    // A map of strings and integers always serialises, and a Vec is always written to.
+    let _ = serde::Serialize::serialize(&serde_json::Value::Object(object), &mut writer);
+    out.push_str(&String::from_utf8_lossy(&json));
+}
+
+/// JSON as serde_json writes it, but with every character [`needs_escape`] names written as
+/// `\uXXXX`: serde_json escapes only what JSON requires (below U+0020, `"`, `\`), and would
+/// leave DEL, the C1 controls (U+009B opens an ANSI sequence on some terminals), line and
+/// paragraph separators and bidi overrides in the line as they are.
+struct Escaping;
+
+impl serde_json::ser::Formatter for Escaping {
+    fn write_string_fragment<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+        fragment: &str,
+    ) -> std::io::Result<()> {
+        let mut start = 0;
+        for (at, c) in fragment.char_indices() {
+            if needs_escape(c) {
+                writer.write_all(&fragment.as_bytes()[start..at])?;
+                // Every such character is in the Basic Multilingual Plane: one \u escape.
+                write!(writer, "\\u{:04x}", u32::from(c))?;
+                start = at + c.len_utf8();
+            }
+        }
+        writer.write_all(&fragment.as_bytes()[start..])
+    }
 }
 
 /// Characters that would let a value end the line, move the cursor, colour the terminal or
@@ -361,5 +395,336 @@ mod tests {
         );
         let text = line(&gap(GapReason::ReplayUnanswered), Format::Text);
         assert!(text.contains("reason=\"replay unanswered\""), "{text}");
+    }
+
+    #[test]
+    fn a_time_past_the_year_9999_is_written_as_its_last_millisecond() {
+        let Entry::Event(mut envelope) = downcase("pub-1", "x") else {
+            unreachable!("downcase makes an event")
+        };
+        envelope.ts_ms = u64::MAX;
+        let entry = Entry::Event(envelope);
+        let text = line(&entry, Format::Text);
+        assert!(
+            text.starts_with("9999-12-31T23:59:59.999Z downcase pub-1#42 "),
+            "{text}"
+        );
+        let json = line(&entry, Format::Json);
+        assert!(
+            json.contains("\"ts\":\"9999-12-31T23:59:59.999Z\""),
+            "{json}"
+        );
+    }
+
+    #[test]
+    fn a_json_line_escapes_what_a_text_line_does() {
+        let out = line(
+            &downcase("pub-1", "del\u{7f}csi\u{9b}ls\u{2028}rtl\u{202e}"),
+            Format::Json,
+        );
+        assert!(
+            out.contains(r#""param":"del\u007fcsi\u009bls\u2028rtl\u202e""#),
+            "{out}"
+        );
+    }
+}
+
+/// Properties of the line format for any values at all: one line each, nothing in it a
+/// terminal would act on, and every value read back as it was.
+#[cfg(test)]
+mod props {
+    use super::*;
+    use crate::log_read::{Header, read_header, unescape};
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+    use wire::{Downcase, SignatureOutcome, SignatureRequested, SignatureStatus};
+
+    /// Text of any characters, the troublesome ones often.
+    fn text() -> impl Strategy<Value = String> {
+        let nasty = proptest::sample::select(vec![
+            '\n', '\r', '\t', '\u{0}', '\u{1b}', '\u{7f}', '\u{9b}', '\u{85}', '\u{2028}',
+            '\u{2029}', '\u{202e}', '\u{2066}', '\u{200f}', '"', '\\', '#', ' ', '=', '{', '}',
+            'u', 'é', 'Σ', '🙂',
+        ]);
+        vec(prop_oneof![any::<char>(), nasty], 0..16).prop_map(|cs| cs.into_iter().collect())
+    }
+
+    fn status() -> impl Strategy<Value = SignatureStatus> {
+        proptest::sample::select(vec![
+            SignatureStatus::Valid,
+            SignatureStatus::Invalid,
+            SignatureStatus::Error,
+        ])
+    }
+
+    fn event() -> impl Strategy<Value = Event> {
+        prop_oneof![
+            (text(), text())
+                .prop_map(|(param, result)| Event::Downcase(Downcase { param, result })),
+            (text(), text(), text(), any::<u64>()).prop_map(|(id, key, text_sha256, text_len)| {
+                Event::SignatureRequested(SignatureRequested {
+                    id,
+                    key,
+                    text_sha256,
+                    text_len,
+                })
+            }),
+            (
+                (text(), text(), status()),
+                (
+                    proptest::option::of(text()),
+                    proptest::option::of(text()),
+                    any::<u32>()
+                ),
+            )
+                .prop_map(|((id, key, status), (reason, verified_by, attempts))| {
+                    Event::SignatureOutcome(SignatureOutcome {
+                        id,
+                        key,
+                        status,
+                        reason,
+                        verified_by,
+                        attempts,
+                    })
+                }),
+        ]
+    }
+
+    /// A time now-ish most often, any 64-bit number of milliseconds sometimes.
+    fn ts_ms() -> impl Strategy<Value = u64> {
+        prop_oneof![3 => 0..LAST_WRITABLE_MS, 1 => any::<u64>()]
+    }
+
+    fn reason() -> impl Strategy<Value = GapReason> {
+        proptest::sample::select(vec![
+            GapReason::NotReceived,
+            GapReason::Expired,
+            GapReason::PublisherRestarted,
+            GapReason::ReplayUnanswered,
+        ])
+    }
+
+    fn entry() -> impl Strategy<Value = Entry> {
+        prop_oneof![
+            (text(), any::<u64>(), any::<u64>(), ts_ms(), event()).prop_map(
+                |(sender, epoch, seq, ts_ms, body)| {
+                    Entry::Event(Envelope {
+                        v: wire::PROTOCOL_VERSION,
+                        sender,
+                        epoch,
+                        seq,
+                        ts_ms,
+                        body,
+                    })
+                }
+            ),
+            (
+                text(),
+                any::<u64>(),
+                1..u64::MAX,
+                any::<u64>(),
+                ts_ms(),
+                reason()
+            )
+                .prop_map(|(sender, epoch, first, span, ts_ms, reason)| Entry::Gap {
+                    sender,
+                    epoch,
+                    first,
+                    last: first.saturating_add(span % 1000),
+                    ts_ms,
+                    reason,
+                }),
+        ]
+    }
+
+    /// What a reader should get back from a line: header and fields, all as text.
+    #[derive(Debug, PartialEq)]
+    struct Parts {
+        ts: String,
+        topic: String,
+        publisher: String,
+        seq: u64,
+        fields: Vec<(String, String)>,
+    }
+
+    fn expected(entry: &Entry) -> Parts {
+        let as_text = |value: &Value<'_>| match value {
+            Value::Text(t) => (*t).to_owned(),
+            Value::Number(n) => n.to_string(),
+        };
+        match entry {
+            Entry::Event(e) => Parts {
+                ts: timestamp(e.ts_ms).to_string(),
+                topic: e.body.topic().to_owned(),
+                publisher: e.sender.clone(),
+                seq: e.seq,
+                fields: fields(&e.body)
+                    .iter()
+                    .map(|(name, value)| ((*name).to_owned(), as_text(value)))
+                    .collect(),
+            },
+            Entry::Gap {
+                sender,
+                first,
+                last,
+                ts_ms,
+                reason,
+                ..
+            } => Parts {
+                ts: timestamp(*ts_ms).to_string(),
+                topic: "gap".into(),
+                publisher: sender.clone(),
+                seq: *first,
+                fields: vec![
+                    ("last".into(), last.to_string()),
+                    ("missing".into(), (last - first + 1).to_string()),
+                    ("reason".into(), reason.as_str().into()),
+                ],
+            },
+        }
+    }
+
+    /// Reads a text line by the documented grammar — `<ts> <topic> <publisher>#<seq>`, then
+    /// ` name="escaped text"` or ` name=digits` — strictly: `None` for anything else.
+    fn parse_text(line: &str) -> Option<Parts> {
+        let line = line.strip_suffix('\n')?;
+        let (ts, rest) = line.split_once(' ')?;
+        let (topic, rest) = rest.split_once(' ')?;
+        let (origin, mut rest) = rest.split_once(' ').unwrap_or((rest, ""));
+        let (publisher, seq) = origin.split_once('#')?;
+        let mut fields = Vec::new();
+        while !rest.is_empty() {
+            let (name, after) = rest.split_once('=')?;
+            if name.is_empty()
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+            {
+                return None;
+            }
+            let (value, after) = match after.strip_prefix('"') {
+                Some(quoted) => {
+                    let end = closing_quote(quoted)?;
+                    (unescape(&quoted[..end])?, &quoted[end + 1..])
+                }
+                None => {
+                    let (digits, after) =
+                        after.split_once(' ').map_or((after, ""), |(d, a)| (d, a));
+                    digits.parse::<u64>().ok()?;
+                    fields.push((name.to_owned(), digits.to_owned()));
+                    rest = after;
+                    continue;
+                }
+            };
+            fields.push((name.to_owned(), value));
+            rest = match after.strip_prefix(' ') {
+                Some(more) if !more.is_empty() => more,
+                None if after.is_empty() => after,
+                _ => return None,
+            };
+        }
+        Some(Parts {
+            ts: ts.to_owned(),
+            topic: topic.to_owned(),
+            publisher: unescape(publisher)?,
+            seq: seq.parse().ok()?,
+            fields,
+        })
+    }
+
+    /// Where the first `"` not escaped by a backslash is.
+    fn closing_quote(quoted: &str) -> Option<usize> {
+        let mut escaped = false;
+        for (at, c) in quoted.char_indices() {
+            match c {
+                _ if escaped => escaped = false,
+                '\\' => escaped = true,
+                '"' => return Some(at),
+                _ => {}
+            }
+        }
+        None
+    }
+
+    fn written(entry: &Entry, format: Format) -> String {
+        let mut out = String::new();
+        write_line(entry, format, &mut out);
+        out
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+        #[test]
+        fn no_value_makes_a_line_that_splits_or_holds_a_control_character(entry in entry()) {
+            for format in [Format::Text, Format::Json] {
+                let out = written(&entry, format);
+                let body = out.strip_suffix('\n');
+                prop_assert!(body.is_some(), "{:?} does not end its line", out);
+                let body = body.unwrap_or_default();
+                prop_assert!(
+                    !body.chars().any(needs_escape),
+                    "{:?} holds a control or bidi character", out
+                );
+            }
+        }
+
+        #[test]
+        fn a_text_line_reads_back_as_the_values_written(entry in entry()) {
+            let out = written(&entry, Format::Text);
+            prop_assert_eq!(parse_text(&out), Some(expected(&entry)), "{}", out);
+        }
+
+        #[test]
+        fn the_test_kits_parser_reads_a_text_line_back_too(entry in entry()) {
+            let out = written(&entry, Format::Text);
+            let parsed = test_support::parse_line(out.trim_end_matches('\n'));
+            let want = expected(&entry);
+            prop_assert_eq!(unescape(&parsed.publisher), Some(want.publisher));
+            prop_assert_eq!((parsed.ts, parsed.topic, parsed.seq), (want.ts, want.topic, want.seq));
+            let fields: Vec<(String, String)> = parsed.fields.into_iter().collect();
+            let mut want_fields = want.fields;
+            want_fields.sort();
+            prop_assert_eq!(fields, want_fields);
+        }
+
+        #[test]
+        fn a_json_line_reads_back_as_the_values_written(entry in entry()) {
+            let out = written(&entry, Format::Json);
+            let json: serde_json::Value = serde_json::from_str(&out).map_err(|e| {
+                TestCaseError::fail(format!("{out:?} is not JSON: {e}"))
+            })?;
+            let want = expected(&entry);
+            prop_assert_eq!(json["ts"].as_str(), Some(want.ts.as_str()));
+            prop_assert_eq!(json["topic"].as_str(), Some(want.topic.as_str()));
+            prop_assert_eq!(json["publisher"].as_str(), Some(want.publisher.as_str()));
+            prop_assert_eq!(json["seq"].as_u64(), Some(want.seq));
+            for (name, value) in &want.fields {
+                let got = match &json[name] {
+                    serde_json::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                prop_assert_eq!(&got, value, "field {}", name);
+            }
+        }
+
+        #[test]
+        fn a_restart_reads_the_header_of_either_format_back(entry in entry()) {
+            let (publisher, epoch, last) = match &entry {
+                Entry::Event(e) => (e.sender.clone(), e.epoch, e.seq),
+                Entry::Gap { sender, epoch, last, .. } => (sender.clone(), *epoch, *last),
+            };
+            for format in [Format::Text, Format::Json] {
+                let out = written(&entry, format);
+                let header = read_header(out.trim_end_matches('\n'));
+                let Some(Header { publisher: got, epoch: got_epoch, last: got_last, .. }) = header else {
+                    return Err(TestCaseError::fail(format!("{out:?} has no header")));
+                };
+                prop_assert_eq!(&got, &publisher);
+                prop_assert_eq!(got_last, last);
+                let want_epoch = (format == Format::Json).then_some(epoch);
+                prop_assert_eq!(got_epoch, want_epoch);
+            }
+        }
     }
 }

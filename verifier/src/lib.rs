@@ -32,7 +32,7 @@ use std::future::Future;
 use std::sync::Arc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use wire::{Codec, SharedKey, SharedKeyError};
+use wire::{Codec, SharedKeyError};
 
 /// Tasks a verifier takes per worker thread before it has answered them: enough to keep the
 /// workers busy between two reads, few enough that a verifier never hoards work.
@@ -62,12 +62,7 @@ pub enum VerifierError {
 /// of those in flight (bounded by a few seconds) and returns.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), VerifierError> {
     let publishers = config.publishers()?;
-    let shared_key = config
-        .common
-        .shared_key_file
-        .as_deref()
-        .map(SharedKey::from_file)
-        .transpose()?;
+    let shared_key = config.common.shared_key()?;
     let keys = KeyRing::load(&config.keys_dir)?;
     let workers = config.workers.get();
     let pool = Pool::new(workers).map_err(VerifierError::Threads)?;

@@ -12,8 +12,15 @@
 
 use crate::envelope::{Envelope, PROTOCOL_VERSION};
 use crate::error::DecodeError;
-use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+/// How deep MessagePack may nest in a message. The deepest message of the protocol is 4 levels
+/// (envelope, verifier heartbeat, its key list, a key). serde skips a field it does not know by
+/// reading through it, recursively, so a hostile message nested a million deep would exhaust the
+/// stack; rmp-serde's own bound (1 024 levels) is already too deep for a 2 MiB thread stack in
+/// a debug build.
+const MAX_DEPTH: usize = 16;
 
 /// The message type of one channel. The body is serialised as the bare inner struct: the topic
 /// frame, not a tag in the body, says which kind it is.
@@ -33,9 +40,9 @@ pub(crate) fn open_as<B: DeserializeOwned, M>(
     packed: &[u8],
     wrap: impl FnOnce(B) -> M,
 ) -> Result<Envelope<M>, DecodeError> {
-    let envelope: Envelope<B> = rmp_serde::from_slice(packed).map_err(|err| {
+    let envelope: Envelope<B> = unpack(packed).map_err(|err| {
         // A body of another shape may be a newer protocol: name the version when it differs.
-        match rmp_serde::from_slice::<VersionOnly>(packed) {
+        match unpack::<VersionOnly>(packed) {
             Ok(VersionOnly { v }) if v != PROTOCOL_VERSION => DecodeError::UnknownVersion(v),
             _ => DecodeError::Envelope(err),
         }
@@ -44,6 +51,13 @@ pub(crate) fn open_as<B: DeserializeOwned, M>(
         return Err(DecodeError::UnknownVersion(envelope.v));
     }
     Ok(envelope.map(wrap))
+}
+
+/// Reads `packed` as a `T`, nested at most [`MAX_DEPTH`] deep.
+fn unpack<T: DeserializeOwned>(packed: &[u8]) -> Result<T, rmp_serde::decode::Error> {
+    let mut reader = rmp_serde::Deserializer::from_read_ref(packed);
+    reader.set_max_depth(MAX_DEPTH);
+    T::deserialize(&mut reader)
 }
 
 /// A topic that does not travel on channel `M`.
@@ -55,7 +69,7 @@ pub(crate) fn not_on<M: Channel>(topic: &str) -> DecodeError {
 }
 
 /// The envelope header alone, read when a body does not decode, to name a version mismatch.
-#[derive(serde::Deserialize)]
+#[derive(Deserialize)]
 struct VersionOnly {
     v: u16,
 }

@@ -1,85 +1,15 @@
-//! Turning envelopes into ZMQ multipart messages and back, with the optional HMAC tag.
+//! Turning envelopes into ZMQ multipart messages and back, with the optional HMAC tag
+//! ([`SharedKey`]: the first key tags, any key verifies).
 //!
 //! Decoding never panics: every way a message can be wrong is a [`DecodeError`].
 
 use crate::channel::Channel;
 use crate::envelope::Envelope;
 use crate::error::DecodeError;
+use crate::shared_key::SharedKey;
 use bytes::Bytes;
-use hmac::{Hmac, Mac};
 use serde::Serialize;
-use sha2::Sha256;
-use std::path::Path;
 use zeromq::ZmqMessage;
-
-type HmacSha256 = Hmac<Sha256>;
-
-/// The shortest shared key accepted, in bytes.
-const MIN_SHARED_KEY_LEN: usize = 16;
-
-/// A shared secret that makes every message carry an HMAC-SHA-256 tag.
-#[derive(Clone)]
-pub struct SharedKey(HmacSha256);
-
-/// Why a shared key file could not be used.
-#[derive(Debug, thiserror::Error)]
-pub enum SharedKeyError {
-    /// The file could not be read.
-    #[error("cannot read shared key file {path}: {source}")]
-    Read {
-        /// The file.
-        path: String,
-        /// The I/O error.
-        source: std::io::Error,
-    },
-    /// The key is too short to be a secret.
-    #[error("shared key in {path} is {len} bytes; at least {MIN_SHARED_KEY_LEN} are required")]
-    TooShort {
-        /// The file.
-        path: String,
-        /// Its length after trimming white space.
-        len: usize,
-    },
-}
-
-impl SharedKey {
-    /// Reads a key from a file; surrounding white space (a trailing newline) is ignored.
-    pub fn from_file(path: &Path) -> Result<Self, SharedKeyError> {
-        let raw = std::fs::read(path).map_err(|source| SharedKeyError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
-        Self::from_bytes(raw.trim_ascii()).map_err(|len| SharedKeyError::TooShort {
-            path: path.display().to_string(),
-            len,
-        })
-    }
-
-    /// Makes a key from raw bytes; `Err` carries the length when it is too short.
-    pub fn from_bytes(key: &[u8]) -> Result<Self, usize> {
-        if key.len() < MIN_SHARED_KEY_LEN {
-            return Err(key.len());
-        }
-        HmacSha256::new_from_slice(key)
-            .map(SharedKey)
-            .map_err(|_| key.len())
-    }
-
-    fn mac(&self, topic: &[u8], envelope: &[u8]) -> HmacSha256 {
-        let mut mac = self.0.clone();
-        // The topic's length goes first so no split of topic|envelope can collide with another.
-        mac.update(&(topic.len() as u64).to_be_bytes());
-        mac.update(topic);
-        mac.update(envelope);
-        mac
-    }
-}
-
-impl std::fmt::Debug for SharedKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("SharedKey(..)")
-    }
-}
 
 /// Encodes and decodes messages; holds the shared key when one is configured.
 #[derive(Debug, Clone, Default)]
@@ -88,7 +18,8 @@ pub struct Codec {
 }
 
 impl Codec {
-    /// A codec that tags every message with `key`, or sends no tag when `None`.
+    /// A codec that tags every message with `key` (its first key) and accepts only messages
+    /// tagged with one of its keys; with `None`, it sends no tag and expects none.
     pub fn new(key: Option<SharedKey>) -> Self {
         Codec { key }
     }
@@ -99,7 +30,7 @@ impl Codec {
         let packed = Bytes::from(pack(envelope));
         let mut message = ZmqMessage::from(topic.clone());
         if let Some(key) = &self.key {
-            let tag = key.mac(&topic, &packed).finalize().into_bytes();
+            let tag = key.tag(&topic, &packed);
             message.push_back(packed);
             message.push_back(Bytes::copy_from_slice(&tag));
         } else {
@@ -124,9 +55,9 @@ impl Codec {
         };
         if let Some(key) = &self.key {
             let tag = message.get(2).map_or(&[][..], |t| &t[..]);
-            key.mac(topic, packed)
-                .verify_slice(tag)
-                .map_err(|_| DecodeError::BadTag)?;
+            if !key.verifies(topic, packed, tag) {
+                return Err(DecodeError::BadTag);
+            }
         }
         let topic = std::str::from_utf8(topic).map_err(|_| DecodeError::TopicNotUtf8)?;
         M::open(topic, packed)
@@ -382,6 +313,23 @@ mod tests {
     }
 
     #[test]
+    fn a_valid_outcome_under_the_failed_topic_is_refused() {
+        let codec = Codec::default();
+        let valid = events().remove(2);
+        let message = codec.encode(&origin().envelope(1, valid));
+        let mut frames = message.into_vec();
+        frames[0] = Bytes::from_static(topic::SIGNATURE_FAILED.as_bytes());
+        let relabelled = ZmqMessage::try_from(frames).unwrap();
+        assert!(matches!(
+            codec.decode::<Broadcast>(&relabelled),
+            Err(DecodeError::TopicMismatch {
+                body: topic::SIGNATURE_VERIFIED,
+                ..
+            })
+        ));
+    }
+
+    #[test]
     fn a_future_protocol_version_is_named_as_such() {
         let codec = Codec::default();
         let mut future = origin().envelope(1, events().remove(0));
@@ -425,21 +373,34 @@ mod tests {
         assert!(sender.decode::<Reply>(&message).is_ok());
     }
 
+    /// A codec with the keys of a key file holding `keys`, one a line.
+    fn keyed_with(keys: &[&str]) -> Codec {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let path = dir.path().join("shared.key");
+        std::fs::write(&path, keys.join("\n")).expect("the key file is written");
+        Codec::new(Some(SharedKey::from_file(&path).expect("usable keys")))
+    }
+
     #[test]
-    fn a_short_shared_key_is_refused() {
-        assert_eq!(SharedKey::from_bytes(b"short").unwrap_err(), 5);
-        let dir = std::env::temp_dir().join(format!("wire-key-{}", std::process::id()));
-        std::fs::write(&dir, "0123456789abcdef\n").unwrap();
-        assert!(SharedKey::from_file(&dir).is_ok());
-        std::fs::write(&dir, "tiny\n").unwrap();
+    fn a_process_with_the_new_and_the_old_key_accepts_both_and_tags_with_the_new() {
+        let (new, old) = ("the new key, 16+ bytes", "the old key, 16+ bytes");
+        let rotating = keyed_with(&[new, old]);
+        let verdict = origin().envelope(1, replies().remove(0));
+        for sender in [
+            keyed_with(&[old]),
+            keyed_with(&[new]),
+            keyed_with(&[old, new]),
+        ] {
+            let message = sender.encode(&verdict);
+            assert_eq!(rotating.decode::<Reply>(&message).unwrap(), verdict);
+        }
+        let sent = rotating.encode(&verdict);
+        let by_new = keyed_with(&[new]).encode(&verdict);
+        assert_eq!(sent.get(2), by_new.get(2), "tagged with the new key");
         assert!(matches!(
-            SharedKey::from_file(&dir),
-            Err(SharedKeyError::TooShort { len: 4, .. })
+            keyed_with(&[old]).decode::<Reply>(&sent),
+            Err(DecodeError::BadTag)
         ));
-        std::fs::remove_file(&dir).unwrap();
-        assert!(matches!(
-            SharedKey::from_file(&dir),
-            Err(SharedKeyError::Read { .. })
-        ));
+        assert!(keyed_with(&[new]).decode::<Reply>(&sent).is_ok());
     }
 }

@@ -26,6 +26,15 @@ pub enum DecodeError {
         /// The topic it named.
         topic: String,
     },
+    /// The topic is one of the channel's, but not the one the body's content travels under (a
+    /// signature outcome whose status contradicts its topic): no encoder sends that.
+    #[error("topic {topic:?} contradicts the message, which travels under {body:?}")]
+    TopicMismatch {
+        /// The topic it named.
+        topic: String,
+        /// The topic its body belongs under.
+        body: &'static str,
+    },
     /// The envelope is not valid MessagePack of the expected shape.
     #[error("malformed envelope: {0}")]
     Envelope(#[from] rmp_serde::decode::Error),

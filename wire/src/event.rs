@@ -48,7 +48,16 @@ impl Channel for Event {
             topic::DOWNCASE => open_as(packed, Event::Downcase),
             topic::SIGNATURE_REQUESTED => open_as(packed, Event::SignatureRequested),
             topic::SIGNATURE_VERIFIED | topic::SIGNATURE_FAILED => {
-                open_as(packed, Event::SignatureOutcome)
+                let envelope = open_as(packed, Event::SignatureOutcome)?;
+                // The status decides the topic: a `valid` outcome under `signature.failed`
+                // would be filtered as one thing and logged as another.
+                match envelope.body.topic() {
+                    own if own == topic => Ok(envelope),
+                    own => Err(DecodeError::TopicMismatch {
+                        topic: topic.to_owned(),
+                        body: own,
+                    }),
+                }
             }
             other => Err(not_on::<Self>(other)),
         }

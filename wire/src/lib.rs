@@ -15,11 +15,12 @@ mod error;
 mod event;
 mod replay;
 mod reply;
+mod shared_key;
 mod task;
 
 pub use broadcast::{Broadcast, HEARTBEAT_TOPIC, Heartbeat};
 pub use channel::Channel;
-pub use codec::{Codec, SharedKey, SharedKeyError};
+pub use codec::Codec;
 pub use envelope::{Envelope, Origin, PROTOCOL_VERSION, now_ms};
 pub use error::DecodeError;
 pub use event::{Downcase, Event, SignatureOutcome, SignatureRequested, SignatureStatus, topic};
@@ -27,4 +28,5 @@ pub use replay::{REPLAY_END_TOPIC, REPLAY_REQUEST_TOPIC, ReplayEnd, ReplayReques
 pub use reply::{
     KeyInfo, Reply, VERDICT_TOPIC, VERIFIER_HEARTBEAT_TOPIC, Verdict, VerifierHeartbeat,
 };
+pub use shared_key::{MIN_SHARED_KEY_LEN, SharedKey, SharedKeyError};
 pub use task::{VERIFY_TASK_TOPIC, VerifyTask, sha256};
