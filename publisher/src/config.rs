@@ -50,6 +50,30 @@ pub struct Config {
     #[arg(long, env = "REPLAY_WINDOW_BYTES", default_value_t = 256 * 1024 * 1024, value_parser = count::<usize>)]
     pub replay_window_bytes: usize,
 
+    /// Directory of the journal: every event is written there before its request is answered,
+    /// and read back on start (the stream goes on in the same epoch, accepted signature
+    /// requests answer again). Unset: memory only, and a crash loses what was not yet sent.
+    #[arg(long, env = "JOURNAL_DIR")]
+    pub journal_dir: Option<std::path::PathBuf>,
+
+    /// When journal writes are forced to disk: `always` (before the answer; requests arriving
+    /// together share one fdatasync), `interval:<ms>` (at most this long after the answer), or
+    /// `never` (when the OS chooses).
+    #[arg(long, env = "JOURNAL_SYNC", default_value = "always")]
+    pub journal_sync: crate::journal::SyncPolicy,
+
+    /// Most bytes the journal's segments take; the oldest segment goes first.
+    #[arg(long, env = "JOURNAL_MAX_BYTES", default_value_t = 1024 * 1024 * 1024, value_parser = count::<u64>)]
+    pub journal_max_bytes: u64,
+
+    /// Journal segments last written longer ago than this are deleted.
+    #[arg(long, env = "JOURNAL_MAX_AGE", default_value = "24h", value_parser = positive_duration)]
+    pub journal_max_age: Duration,
+
+    /// Size at which a journal segment is closed and the next begun.
+    #[arg(long, env = "JOURNAL_SEGMENT_BYTES", default_value_t = 64 * 1024 * 1024, value_parser = count::<u64>)]
+    pub journal_segment_bytes: u64,
+
     /// How long a verifier has to answer one send of a task before it is sent again.
     #[arg(long, env = "TASK_TIMEOUT", default_value = "2s", value_parser = positive_duration)]
     pub task_timeout: Duration,

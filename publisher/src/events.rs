@@ -4,7 +4,12 @@
 //!
 //! Sequence numbers are taken and the event queued under one short lock, so the order on the
 //! channel is the numbering order and subscribers see `seq` strictly +1.
+//!
+//! With a journal, the queue leads to the journal's writer instead, which hands each event on
+//! to the socket task once it is written; [`Events::publish`] then returns only when its event
+//! is in the journal.
 
+use crate::journal::{self, Accepted, Appender, Entry, Unwritable};
 use crate::replay::Window;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -35,10 +40,25 @@ pub struct Published {
     pub seq: u64,
 }
 
-/// The publishing path is gone (the process is stopping).
+/// Why an event was not published.
 #[derive(Debug, thiserror::Error)]
-#[error("the event publisher has stopped")]
-pub struct Stopped;
+pub enum PublishError {
+    /// The publishing path is gone (the process is stopping).
+    #[error("the event publisher has stopped")]
+    Stopped,
+    /// The journal cannot hold the event: it is not acknowledged.
+    #[error(transparent)]
+    Journal(#[from] Unwritable),
+}
+
+impl From<PublishError> for crate::ApiError {
+    fn from(e: PublishError) -> Self {
+        match e {
+            PublishError::Stopped => crate::ApiError::unavailable("the service is stopping"),
+            PublishError::Journal(e) => crate::ApiError::unavailable(e.to_string()),
+        }
+    }
+}
 
 /// Cheap to clone; every request handler holds one.
 #[derive(Clone)]
@@ -46,25 +66,84 @@ pub struct Events {
     identity: Arc<Origin>,
     /// Last sequence number handed out. The lock also covers the hand-off to the channel.
     seq: Arc<Mutex<u64>>,
-    /// `None` when publishing is disabled: numbers are still given, nothing is sent.
-    queue: Option<mpsc::Sender<Envelope<Broadcast>>>,
+    path: Path,
+}
+
+/// Where events go.
+#[derive(Clone)]
+enum Path {
+    /// Publishing is disabled: numbers are still given, nothing is sent.
+    Disabled,
+    /// Straight to the socket task.
+    Socket(mpsc::Sender<Envelope<Broadcast>>),
+    /// Through the journal, then to the socket task.
+    Journal(Appender),
 }
 
 impl Events {
-    /// Numbers `body` as the next event and queues it for the socket, waiting while the
-    /// queue is full. Returns once the event is on the publishing path.
-    pub async fn publish(&self, event: Event) -> Result<Published, Stopped> {
-        let permit = match &self.queue {
-            Some(queue) => Some(queue.reserve().await.map_err(|_| Stopped)?),
-            None => None,
+    /// Numbers `event` as the next event and queues it, waiting while the queue is full.
+    /// Returns once the event is on the publishing path — with a journal, once it is written.
+    pub async fn publish(&self, event: Event) -> Result<Published, PublishError> {
+        self.publish_with(event, None).await
+    }
+
+    /// Publishes the `signature.requested` event of an accepted request, journaled with what
+    /// verifying the request again takes.
+    pub async fn publish_accepted(
+        &self,
+        event: Event,
+        accepted: Accepted,
+    ) -> Result<Published, PublishError> {
+        self.publish_with(event, Some(accepted)).await
+    }
+
+    async fn publish_with(
+        &self,
+        event: Event,
+        accepted: Option<Accepted>,
+    ) -> Result<Published, PublishError> {
+        let body = Broadcast::Event(event);
+        let seq = match &self.path {
+            Path::Disabled => self.number(|_| ()),
+            Path::Socket(queue) => {
+                let permit = queue.reserve().await.map_err(|_| PublishError::Stopped)?;
+                self.number(|seq| permit.send(self.identity.envelope(seq, body)))
+            }
+            Path::Journal(journal) => {
+                // Failing now: answered at once, and no number is spent.
+                if let Some(failure) = journal.failure() {
+                    return Err(failure.into());
+                }
+                let permit = journal
+                    .queue
+                    .reserve()
+                    .await
+                    .map_err(|_| PublishError::Stopped)?;
+                let seq = self.number(|seq| {
+                    let envelope = self.identity.envelope(seq, body);
+                    permit.send(Entry { envelope, accepted });
+                });
+                journal.written(seq).await?;
+                seq
+            }
         };
+        Ok(Published { seq })
+    }
+
+    /// Takes the next number and hands it to `queue` under the lock.
+    fn number(&self, queue: impl FnOnce(u64)) -> u64 {
         let mut last = self.seq.lock().unwrap_or_else(|p| p.into_inner());
         *last += 1;
-        let seq = *last;
-        if let Some(permit) = permit {
-            permit.send(self.identity.envelope(seq, Broadcast::Event(event)));
+        queue(*last);
+        *last
+    }
+
+    /// Why the journal cannot be written now, if there is one and it cannot.
+    pub fn journal_failure(&self) -> Option<Unwritable> {
+        match &self.path {
+            Path::Journal(journal) => journal.failure(),
+            _ => None,
         }
-        Ok(Published { seq })
     }
 
     /// This publisher's identity.
@@ -99,6 +178,10 @@ pub struct Settings {
     pub window: Option<Arc<Mutex<Window>>>,
     /// The guard's limits for the PUB socket's peers (the subscribers).
     pub limits: Option<guard::Limits>,
+    /// The last number already used in this epoch (from the journal; 0 without one).
+    pub last_seq: u64,
+    /// The journal events go through first; `None`: memory only.
+    pub journal: Option<journal::writer::Files>,
 }
 
 /// Binds the PUB socket (unless publishing is disabled) and starts the task that owns it.
@@ -108,12 +191,12 @@ pub async fn start(
     settings: Settings,
     codec: Codec,
 ) -> anyhow::Result<(Events, Flusher, Option<String>)> {
-    let seq = Arc::new(Mutex::new(0));
+    let seq = Arc::new(Mutex::new(settings.last_seq));
     if settings.disabled {
         let events = Events {
             identity,
             seq,
-            queue: None,
+            path: Path::Disabled,
         };
         return Ok((events, Flusher(None), None));
     }
@@ -134,14 +217,26 @@ pub async fn start(
         codec,
         identity: identity.clone(),
         window: settings.window,
-        last_seq: 0,
+        last_seq: settings.last_seq,
         published: HashMap::new(),
     };
     let task = tokio::spawn(owner.run(rx, settings.heartbeat_interval));
+    let path = match settings.journal {
+        None => Path::Socket(tx),
+        Some(files) => {
+            let (queue, entries) = mpsc::channel(QUEUE_CAPACITY);
+            let (durable_tx, durable) = tokio::sync::watch::channel(journal::Durable {
+                seq: settings.last_seq,
+                failure: None,
+            });
+            tokio::spawn(journal::writer::run(files, entries, durable_tx, tx));
+            Path::Journal(Appender { queue, durable })
+        }
+    };
     let events = Events {
         identity,
         seq,
-        queue: Some(tx),
+        path,
     };
     Ok((events, Flusher(Some(task)), Some(endpoint)))
 }

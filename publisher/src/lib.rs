@@ -11,6 +11,7 @@ mod config;
 mod error;
 mod events;
 mod healthcheck;
+mod journal;
 mod metrics;
 mod query;
 mod replay;
@@ -26,6 +27,7 @@ use anyhow::Context;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use wire::Channel;
 
 /// Most bytes held for a verifier or a replay asker that does not read. Neither gets more
 /// than it asked for (a verifier's in-flight tasks, one replay chunk), so only a stuck peer
@@ -49,17 +51,38 @@ impl Publisher {
     /// Binds the HTTP listener, the event socket and the task and result sockets, and starts
     /// the tasks behind them.
     pub async fn bind(config: Config) -> anyhow::Result<Self> {
+        // The recorder first: counters taken before it is installed count nowhere.
+        metrics::handle();
         let codec = config.common.codec()?;
-        let identity = Arc::new(wire::Origin::starting_now(config.id.clone()));
+        // Nothing is published with events disabled, so nothing is journaled either.
+        let recovered = match &config.journal_dir {
+            Some(dir) if !config.events_disabled => Some(recover_journal(dir, &config).await?),
+            _ => None,
+        };
+        let identity = Arc::new(match recovered.as_ref().and_then(|r| r.stream.clone()) {
+            Some((id, epoch)) if id == config.id => wire::Origin { id, epoch },
+            Some((other, _)) => anyhow::bail!(
+                "JOURNAL_DIR holds the journal of publisher {other:?}, not of {:?}: set \
+                 PUBLISHER_ID={other} to go on with its stream, or give this publisher a \
+                 JOURNAL_DIR of its own",
+                config.id
+            ),
+            None => wire::Origin::starting_now(config.id.clone()),
+        });
         let listener = tokio::net::TcpListener::bind(&config.http_addr)
             .await
             .with_context(|| format!("cannot listen on HTTP_ADDR {}", config.http_addr))?;
         // Nothing is published with events disabled, so there is nothing to replay either.
         let window = (!config.events_disabled).then(|| {
-            Arc::new(std::sync::Mutex::new(replay::Window::new(replay::Bounds {
+            let mut window = replay::Window::new(replay::Bounds {
                 events: config.replay_window_events,
                 bytes: config.replay_window_bytes,
-            })))
+            });
+            // The journal's newest events are replayable again, as before the restart.
+            for envelope in recovered.iter().flat_map(|r| &r.events) {
+                window.push(envelope.seq, envelope.body.topic(), &codec.encode(envelope));
+            }
+            Arc::new(std::sync::Mutex::new(window))
         });
         // Subscribers may fall behind by a burst; verifiers and replay askers take what they
         // asked for, so the library's default budget serves them.
@@ -83,12 +106,29 @@ impl Publisher {
             ),
             None => None,
         };
+        let (last_seq, requests, journal) = match recovered {
+            Some(recovered) => {
+                let settings = journal::Settings {
+                    dir: config.journal_dir.clone().unwrap_or_default(),
+                    sync: config.journal_sync,
+                    max_bytes: config.journal_max_bytes,
+                    max_age: config.journal_max_age,
+                    segment_bytes: config.journal_segment_bytes,
+                };
+                let files = journal::writer::Files::new(settings, &identity, recovered.segments);
+                (recovered.last_seq, recovered.requests, Some(files))
+            }
+            None => (0, Vec::new(), None),
+        };
+        let journaled = journal.is_some();
         let publishing = events::Settings {
             bind: config.events_bind.clone(),
             heartbeat_interval: config.heartbeat_interval,
             disabled: config.events_disabled,
             window,
             limits: subscriber_limits,
+            last_seq,
+            journal,
         };
         let (events, flusher, events_endpoint) =
             events::start(identity, publishing, codec.clone()).await?;
@@ -108,11 +148,12 @@ impl Publisher {
             // reached first only while outcomes wait for a stalled event queue.
             max_in_flight: config.results_capacity,
             limits: worker_limits,
+            journaled,
         };
         let (verification, dispatcher, verification_endpoints) =
             verification::start(&settings, codec, events.clone()).await?;
+        restore_requests(requests, &results, &verification);
         let [tasks, results_endpoint] = &verification_endpoints;
-        metrics::handle();
         tracing::info!(
             http = %listener.local_addr()?,
             events = events_endpoint.as_deref().unwrap_or("disabled"),
@@ -193,4 +234,76 @@ impl Publisher {
         tracing::info!("publisher stopped");
         Ok(())
     }
+}
+
+/// Reads the journal in `dir` on a blocking thread (it may be large), repairing what is damaged.
+async fn recover_journal(
+    dir: &std::path::Path,
+    config: &Config,
+) -> anyhow::Result<journal::Recovered> {
+    let (dir, keep) = (dir.to_owned(), config.replay_window_events);
+    let shown = dir.display().to_string();
+    let recovered = tokio::task::spawn_blocking(move || journal::recover::recover(&dir, keep))
+        .await
+        .context("reading the journal failed")?
+        .with_context(|| format!("cannot read the journal in JOURNAL_DIR {shown}"))?;
+    tracing::info!(
+        dir = %shown,
+        segments = recovered.segments.len(),
+        records = recovered.records,
+        last_seq = recovered.last_seq,
+        epoch = recovered.stream.as_ref().map_or(0, |s| s.1),
+        replayable = recovered.events.len(),
+        requests = recovered.requests.len(),
+        damaged = recovered.damage.len(),
+        "journal read"
+    );
+    Ok(recovered)
+}
+
+/// Puts the accepted signature requests read from the journal back in the results store: those
+/// with a journaled verdict answer it, the others are verified again (once a verifier is there)
+/// and answer `pending` until then. Requests older than the results' TTL stay expired.
+fn restore_requests(
+    requests: Vec<journal::Restored>,
+    results: &Arc<results::Results>,
+    verification: &verification::Verification,
+) {
+    let now = wire::now_ms();
+    let mut again = Vec::new();
+    for restored in requests {
+        let age = std::time::Duration::from_millis(now.saturating_sub(restored.accepted_ms));
+        let Some(request) = results.restore(&restored.id, restored.key, age) else {
+            continue;
+        };
+        match restored.outcome {
+            Some(outcome) => {
+                request.finish(results::State::Done {
+                    status: outcome.status,
+                    reason: outcome.reason,
+                    verified_by: outcome.verified_by,
+                });
+            }
+            None => again.push(verification::Job {
+                request,
+                sha256: restored.accepted.sha256,
+                signature: restored.accepted.signature,
+            }),
+        }
+    }
+    if again.is_empty() {
+        return;
+    }
+    tracing::info!(
+        requests = again.len(),
+        "signature requests from the journal are verified again"
+    );
+    let verification = verification.clone();
+    tokio::spawn(async move {
+        for job in again {
+            if verification.resubmit(job).await.is_err() {
+                return;
+            }
+        }
+    });
 }

@@ -123,6 +123,20 @@ impl Results {
     /// Adds a pending request and returns it. Expired records go first; when still full, the
     /// oldest ended one makes room. A pending one is never dropped: then the store is [`Full`].
     pub fn insert(&self, id: &str, key: String) -> Result<Arc<Request>, Full> {
+        self.insert_made(id, key, Instant::now())
+    }
+
+    /// Adds a request read back from the journal, made `age` ago; `None` when it has expired
+    /// by now or the store is full. Restored oldest first, they keep the store's order.
+    pub fn restore(&self, id: &str, key: String, age: Duration) -> Option<Arc<Request>> {
+        if age >= self.ttl {
+            return None;
+        }
+        let made = Instant::now().checked_sub(age).unwrap_or_else(Instant::now);
+        self.insert_made(id, key, made).ok()
+    }
+
+    fn insert_made(&self, id: &str, key: String, made: Instant) -> Result<Arc<Request>, Full> {
         let mut inner = self.lock();
         let now = Instant::now();
         while let Some(oldest) = inner.order.front() {
@@ -151,7 +165,7 @@ impl Results {
             request.id.clone(),
             Entry {
                 request: request.clone(),
-                created: now,
+                created: made,
             },
         );
         Ok(request)
@@ -202,6 +216,22 @@ mod tests {
         store.insert("c", "k".into()).unwrap();
         assert!(store.get("a").is_some());
         assert!(store.get("b").is_none());
+    }
+
+    #[test]
+    fn a_restored_request_keeps_its_age_and_an_expired_one_is_not_restored() {
+        let store = Results::new(10, Duration::from_secs(60));
+        assert!(
+            store
+                .restore("old", "k".into(), Duration::from_secs(61))
+                .is_none()
+        );
+        let request = store
+            .restore("a", "k".into(), Duration::from_secs(30))
+            .unwrap();
+        assert!(request.is_pending());
+        assert!(store.get("a").is_some());
+        assert!(store.get("old").is_none());
     }
 
     #[test]

@@ -37,8 +37,7 @@ pub async fn downcase(
             param: param.clone(),
             result: result.clone(),
         }))
-        .await
-        .map_err(|_| ApiError::unavailable("the service is stopping"))?;
+        .await?;
     Ok(Json(DowncaseReply {
         param,
         result,

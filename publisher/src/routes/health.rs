@@ -15,6 +15,10 @@ pub async fn healthz() -> Json<serde_json::Value> {
 /// `GET /readyz`: ready when a verifier was heard from recently (the sockets are bound before
 /// HTTP is served at all); otherwise 503 with the reason.
 pub async fn readyz(State(app): State<SharedState>) -> Response {
+    if let Some(failure) = app.events.journal_failure() {
+        let body = serde_json::json!({ "ready": false, "reason": failure.to_string() });
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
+    }
     let present = app.verification.present();
     if present.verifiers > 0 {
         let body = serde_json::json!({ "ready": true, "verifiers": present.verifiers });

@@ -3,6 +3,7 @@
 //! when the verdict is in.
 
 use crate::error::ApiError;
+use crate::journal::Accepted;
 use crate::query;
 use crate::results::{Request, State};
 use crate::state::SharedState;
@@ -94,10 +95,24 @@ pub async fn submit(
         text_sha256: hex::encode(&sha256),
         text_len: document.len() as u64,
     };
-    app.events
-        .publish(Event::SignatureRequested(requested))
+    let accepted = Accepted {
+        sha256: sha256.clone(),
+        signature: signature.clone(),
+    };
+    if let Err(e) = app
+        .events
+        .publish_accepted(Event::SignatureRequested(requested), accepted)
         .await
-        .map_err(|_| ApiError::unavailable("the service is stopping"))?;
+    {
+        // Not acknowledged: the request ends here rather than wait for a verdict no one will
+        // ask for.
+        request.finish(State::Done {
+            status: wire::SignatureStatus::Error,
+            reason: Some(e.to_string()),
+            verified_by: None,
+        });
+        return Err(e.into());
+    }
     let job = Job {
         request: request.clone(),
         sha256,

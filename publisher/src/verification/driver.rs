@@ -5,7 +5,7 @@
 
 use super::dispatcher::{Concluded, Decision, Dispatcher, Job};
 use super::registry::Registry;
-use crate::events::Events;
+use crate::events::{Events, PublishError};
 use crate::results::State;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -28,6 +28,8 @@ pub struct Driver {
     /// in `tasks_send_skipped_total`) and the task's deadline sends it again, as it would a
     /// task lost on the way to a verifier.
     pub outbox: mpsc::Sender<ZmqMessage>,
+    /// Requests are journaled: those in flight at the stop stay pending for the next start.
+    pub journaled: bool,
 }
 
 impl Driver {
@@ -95,11 +97,20 @@ impl Driver {
                 }
             }
         }
-        for ended in self
+        let unanswered = self
             .dispatcher
-            .give_up("the publisher stopped before a verifier answered")
-        {
-            conclude(ended, &outcomes);
+            .give_up("the publisher stopped before a verifier answered");
+        if self.journaled {
+            if !unanswered.is_empty() {
+                tracing::info!(
+                    requests = unanswered.len(),
+                    "requests without a verdict stay in the journal, to be verified at the next start"
+                );
+            }
+        } else {
+            for ended in unanswered {
+                conclude(ended, &outcomes);
+            }
         }
         drop(outcomes);
         if let Err(e) = publisher.await {
@@ -189,13 +200,18 @@ fn conclude(ended: Concluded, outcomes: &mpsc::Sender<SignatureOutcome>) {
 /// Publishes outcomes in the order they were concluded until the dispatcher is done.
 async fn publish_outcomes(events: Events, mut outcomes: mpsc::Receiver<SignatureOutcome>) {
     while let Some(outcome) = outcomes.recv().await {
-        if events
-            .publish(Event::SignatureOutcome(outcome))
-            .await
-            .is_err()
-        {
-            tracing::error!("event path closed before the verification dispatcher");
-            return;
+        let id = outcome.id.clone();
+        match events.publish(Event::SignatureOutcome(outcome)).await {
+            Ok(_) => {}
+            Err(PublishError::Stopped) => {
+                tracing::error!("event path closed before the verification dispatcher");
+                return;
+            }
+            // Failing now: the outcome is not in the journal, so after a restart the request
+            // is verified again.
+            Err(PublishError::Journal(e)) => {
+                tracing::warn!(request = %id, cause = %e, "outcome not journaled");
+            }
         }
     }
 }

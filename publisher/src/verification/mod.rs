@@ -45,6 +45,9 @@ pub struct Settings {
     pub max_in_flight: usize,
     /// The guard's limits for both sockets' peers (the verifiers).
     pub limits: Option<guard::Limits>,
+    /// Requests are journaled: on stop, those still in flight stay pending, to be verified
+    /// again at the next start, instead of ending as `error`.
+    pub journaled: bool,
 }
 
 /// The task queue is full.
@@ -69,6 +72,17 @@ impl Verification {
     /// How long a silent verifier still counts as present.
     pub fn verifier_timeout(&self) -> Duration {
         self.verifier_timeout
+    }
+
+    /// Queues a job read back from the journal once a verifier is present and the queue has
+    /// room: such a request has no client waiting to be told 503.
+    pub async fn resubmit(&self, job: Job) -> Result<(), Busy> {
+        let mut present = self.present.clone();
+        present
+            .wait_for(|p| p.verifiers > 0)
+            .await
+            .map_err(|_| Busy)?;
+        self.jobs.send(job).await.map_err(|_| Busy)
     }
 
     /// Queues a job without waiting.
@@ -104,6 +118,7 @@ pub async fn start(
         registry,
         codec,
         outbox,
+        journaled: settings.journaled,
     };
     let (jobs_tx, jobs) = mpsc::channel(settings.queue_capacity);
     let task = tokio::spawn(driver.run(jobs, replies, events, settings.max_in_flight));
