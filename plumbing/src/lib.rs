@@ -1,7 +1,9 @@
 //! What every binary of the system does the same way: the flags common to all (design §8),
-//! logging to stderr through tracing, and turning SIGTERM / Ctrl-C into a graceful stop.
+//! logging to stderr through tracing, turning SIGTERM / Ctrl-C into a graceful stop, and the
+//! workers' health port (`health`).
 
 mod guarded;
+pub mod health;
 
 pub use guarded::{GuardArgs, Guarded, bind_guarded};
 

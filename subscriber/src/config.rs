@@ -1,5 +1,6 @@
 //! Every knob of the subscriber, each a flag with an environment variable (design §8).
 
+use plumbing::health::HealthAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -47,9 +48,17 @@ pub struct Config {
     #[arg(long = "format", env = "LOG_FORMAT", value_enum, default_value_t = Format::Text)]
     pub format: Format,
 
+    /// Address of the health port (`/healthz`, `/readyz`, `/metrics`); empty or `off`: none.
+    #[arg(long, env = "HEALTH_ADDR", default_value = "0.0.0.0:9101", value_parser = HealthAddr::parse)]
+    pub health_addr: HealthAddr,
+
     /// Flags every binary takes.
     #[command(flatten)]
     pub common: plumbing::CommonArgs,
+
+    /// Run a one-off command instead of the service.
+    #[command(subcommand)]
+    pub command: Option<plumbing::health::Command>,
 }
 
 /// How each event is written.
@@ -151,6 +160,20 @@ mod tests {
         assert_eq!(config.from, Start::Earliest);
         assert_eq!(config.replay_timeout, Duration::from_secs(2));
         assert_eq!(config.replay_give_up, Duration::from_secs(10));
+        assert_eq!(config.health_addr, HealthAddr::At("0.0.0.0:9101".into()));
+        assert!(config.command.is_none());
+    }
+
+    #[test]
+    fn the_health_port_can_be_turned_off_and_healthcheck_is_a_command() {
+        let off = parse(&["--health-addr", "off"]).expect("parses");
+        assert_eq!(off.health_addr, HealthAddr::Off);
+        let check = parse(&["healthcheck", "--timeout", "1s"]).expect("parses");
+        assert!(matches!(
+            check.command,
+            Some(plumbing::health::Command::Healthcheck(_))
+        ));
+        assert!(parse(&["--health-addr", "nowhere"]).is_err());
     }
 
     #[test]

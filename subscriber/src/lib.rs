@@ -12,14 +12,18 @@
 //! | `streams` | the state machine deciding what each arrival means |
 //! | `log_file`, `log_line`, `log_read` | the file, its line format, reading lines back |
 //! | `position`, `recover` | the position file beside the log, and reconciling it at start |
+//! | `health` | what the health port (`HEALTH_ADDR`) shows: metrics described, readiness |
+//! | `reopen` | SIGHUP: reopen the log by its path (logrotate) |
 
 mod config;
+mod health;
 mod log_file;
 mod log_line;
 mod log_read;
 mod position;
 mod receive;
 mod recover;
+mod reopen;
 mod replay;
 mod streams;
 mod writer;
@@ -29,10 +33,11 @@ pub use log_line::escape_into;
 
 use anyhow::Context;
 use plumbing::Rejects;
+use plumbing::health::HealthServer;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 /// Envelopes that may wait for the writer before receivers stop reading.
@@ -46,10 +51,23 @@ const HEARTBEAT_WAIT: Duration = Duration::from_secs(3);
 const MAX_HELD: usize = 50_000;
 
 /// Runs until `shutdown` resolves (or the log file cannot be written), then writes out
-/// everything received and returns.
+/// everything received and returns. SIGHUP reopens the log file by its path.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    // First of all: from here on a SIGHUP reopens the log instead of ending the process.
+    let reopen = reopen::on_sighup()?;
     let codec = config.common.codec()?;
     let publishers = config.publishers()?;
+    let (readiness, ready_state) = watch::channel(Err("reading the log back".to_owned()));
+    let health =
+        HealthServer::start(&config.health_addr, move || ready_state.borrow().clone()).await?;
+    health::describe();
+    let health_addr = health
+        .as_ref()
+        .map_or_else(|| "off".to_owned(), |h| h.local_addr().to_string());
+    let ready = health::Ready::new(
+        publishers.iter().map(|p| p.events.clone()).collect(),
+        readiness,
+    );
     let pos_path = position::path_for(&config.log_file);
     let (log_path, pos) = (config.log_file.clone(), pos_path.clone());
     let recovered = tokio::task::spawn_blocking(move || recover::recover(&log_path, &pos))
@@ -107,10 +125,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     };
     let streams = streams::Streams::new(settings, recovered.resume);
     let positions = position::PositionFile::new(pos_path, recovered.positions);
-    let writer = writer::Writer::new(log, streams, positions, asks);
+    let writer = writer::Writer::new(log, streams, positions, asks, ready, reopen);
     let runtime = tokio::runtime::Handle::current();
     let mut writer = tokio::task::spawn_blocking(move || writer.run(queue, runtime));
-    tracing::info!(path = %config.log_file.display(), from = ?config.from, "subscriber running");
+    tracing::info!(path = %config.log_file.display(), from = ?config.from, health = %health_addr, "subscriber running");
 
     tokio::select! {
         () = shutdown => {}
@@ -123,6 +141,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     stop.cancel();
     while tasks.join_next().await.is_some() {}
     let written = writer.await.context("log writer panicked")?;
+    drop(health);
     tracing::info!(rejected = rejects.total(), "subscriber stopped");
     written
 }

@@ -1,5 +1,11 @@
 //! The log file: lines appended through a buffer, with the file's length kept, so the
 //! position file can say how much of it its positions cover.
+//!
+//! It is opened with `O_APPEND`, so every write lands at the file's end whatever happened to
+//! it: after logrotate's `copytruncate` the next line starts the emptied file, with no hole
+//! before it. The length is read back from the file at every sync, so positions saved after
+//! such a truncation count from the file's new length. Rename-and-create rotation is
+//! followed by [`LogFile::open`] of the same path again (SIGHUP, see `writer.rs`).
 
 use crate::config::Format;
 use crate::log_line::{Entry, write_line};
@@ -47,6 +53,11 @@ impl LogFile {
         &self.path
     }
 
+    /// The line format.
+    pub fn format(&self) -> Format {
+        self.format
+    }
+
     /// The file's length once flushed.
     pub fn len(&self) -> u64 {
         self.len
@@ -69,13 +80,22 @@ impl LogFile {
         self.file.flush().with_context(|| self.failed())
     }
 
-    /// Flushes, then waits until the lines are on disk.
+    /// Flushes, waits until the lines are on disk, and reads the file's length back.
     pub fn sync(&mut self) -> anyhow::Result<()> {
         self.flush()?;
-        self.file
-            .get_ref()
-            .sync_data()
-            .with_context(|| self.failed())
+        let file = self.file.get_ref();
+        file.sync_data().with_context(|| self.failed())?;
+        let on_disk = file.metadata().with_context(|| self.failed())?.len();
+        if on_disk < self.len {
+            tracing::info!(
+                path = %self.path.display(),
+                written = self.len,
+                on_disk,
+                "the log file was truncated (logrotate's copytruncate?); appending at its new end"
+            );
+        }
+        self.len = on_disk;
+        Ok(())
     }
 
     fn failed(&self) -> String {

@@ -8,6 +8,15 @@
 //! corrupt — a warning, never a refusal to start) the whole log is read, and the last line
 //! of each publisher says where it stands; a text line names no epoch, so the epoch is left
 //! open and decided when the publisher is next heard (see `Resume::continues`).
+//!
+//! **After a rotation** the file at the path is another one than the position file's offset
+//! measured, and the rule is: a log *shorter* than the recorded offset is read whole, and its
+//! lines only ever move a mark forward. So a fresh empty file (logrotate's `create`, or a log
+//! renamed away while the subscriber was stopped) keeps every mark as it was — nothing is
+//! asked again from replay and no gap line is written — and lines already in the new file
+//! count as usual. A missing log keeps the marks too. The writer saves the positions as true
+//! of the new file right after it reopens (before writing to it), so a log *longer* than the
+//! offset is always the file the offset measures.
 
 use crate::log_read::read_header;
 use crate::position::{self, Mark, Positions};
@@ -52,10 +61,10 @@ pub fn recover(log: &Path, pos: &Path) -> anyhow::Result<Recovered> {
     let len = cut_torn_tail(&mut file, log).with_context(failed)?;
     let mut from = positions.log_bytes;
     if from > len {
-        tracing::warn!(
+        tracing::info!(
             recorded = from,
             len,
-            "the log is shorter than its position file says (rotated or truncated?); reading all of it"
+            "the log is shorter than its position file says (rotated or truncated): reading all of it; marks only move forward"
         );
         from = 0;
     } else if from > 0 && byte_at(&mut file, from - 1).with_context(failed)? != b'\n' {
@@ -269,5 +278,29 @@ mod tests {
         let recovered = recover(&log, &pos).expect("recovers");
         assert_eq!(recovered.resume["pub-1"].last, 40);
         assert_eq!(recovered.positions.log_bytes, 0);
+    }
+
+    #[test]
+    fn a_fresh_empty_log_after_rotation_keeps_every_mark_and_counts_from_zero() {
+        let (_dir, log, pos) = setup("", Some(&positions((A.len() + B.len()) as u64, 2)));
+        let recovered = recover(&log, &pos).expect("recovers");
+        let resume = recovered.resume["pub-1"];
+        assert_eq!(
+            (resume.epoch, resume.last),
+            (Some(7), 2),
+            "nothing to ask again"
+        );
+        assert_eq!(recovered.positions.log_bytes, 0);
+    }
+
+    #[test]
+    fn lines_in_a_rotated_log_shorter_than_recorded_move_marks_forward() {
+        // The old file held #1..#2 (recorded at its length); the new one already has #3.
+        let three = B.replace("#2", "#3");
+        let long = A.len() + B.len() + GAP.len();
+        let (_dir, log, pos) = setup(&three, Some(&positions(long as u64, 2)));
+        let recovered = recover(&log, &pos).expect("recovers");
+        assert_eq!(recovered.resume["pub-1"].last, 3);
+        assert_eq!(recovered.positions.log_bytes, three.len() as u64);
     }
 }

@@ -6,14 +6,24 @@
 //!
 //! Asks go to the replay clients with `try_send` on a bounded channel, so a stuck client never
 //! blocks the log; an ask that finds the channel full is sent again on the next tick.
+//!
+//! **Rotation.** On a reopen request (SIGHUP) the writer syncs the open file and saves the
+//! positions as true of it, then opens the log's path afresh (a new file when logrotate has
+//! renamed the old one) and saves the positions again, as true of the new file, before any
+//! line goes into it. Every line is in exactly one of the two files, and the position file's
+//! `log_bytes` always measures the file now at the path: a restart after the rotation reads
+//! only the new file's lines after it, and marks never move back (see `recover.rs`).
 
+use crate::health::Ready;
 use crate::log_file::LogFile;
+use crate::log_line::Entry;
 use crate::position::PositionFile;
 use crate::streams::{Action, Ask, Streams};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::runtime::Handle;
-use tokio::sync::mpsc;
-use wire::{Broadcast, Envelope, Replayed};
+use tokio::sync::{Notify, mpsc};
+use wire::{Broadcast, Channel, Envelope, Replayed};
 
 /// How often time is passed to the state machine (waits, retries, progress).
 const TICK: Duration = Duration::from_millis(100);
@@ -34,6 +44,14 @@ pub enum Arrival {
     Replayed(Envelope<Replayed>),
 }
 
+/// What wakes the writer.
+enum Wake {
+    Arrival(Arrival),
+    Closed,
+    Tick,
+    Reopen,
+}
+
 /// The log file, the state that decides what goes into it, and the position file.
 pub struct Writer {
     log: LogFile,
@@ -42,15 +60,23 @@ pub struct Writer {
     /// Per endpoint pair, its replay client (none when replay is off).
     asks: Vec<Option<mpsc::Sender<Ask>>>,
     actions: Vec<Action>,
+    /// What `/readyz` says.
+    ready: Ready,
+    /// Notified to reopen the log by path.
+    reopen: Arc<Notify>,
+    counters: Counters,
 }
 
 impl Writer {
-    /// A writer; nothing happens until [`Writer::run`].
+    /// A writer; nothing happens until [`Writer::run`]. A notification on `reopen` makes it
+    /// reopen the log file by its path.
     pub fn new(
         log: LogFile,
         streams: Streams,
         positions: PositionFile,
         asks: Vec<Option<mpsc::Sender<Ask>>>,
+        ready: Ready,
+        reopen: Arc<Notify>,
     ) -> Self {
         Writer {
             log,
@@ -58,6 +84,9 @@ impl Writer {
             positions,
             asks,
             actions: Vec::new(),
+            ready,
+            reopen,
+            counters: Counters::new(),
         }
     }
 
@@ -70,30 +99,48 @@ impl Writer {
     ) -> anyhow::Result<()> {
         let mut next_tick = Instant::now() + TICK;
         self.save(Instant::now())?;
+        self.ready
+            .update(Instant::now(), &self.streams.catching_up());
+        let reopen = Arc::clone(&self.reopen);
         loop {
             let wait = next_tick.saturating_duration_since(Instant::now());
-            match runtime.block_on(tokio::time::timeout(wait, arrivals.recv())) {
-                Ok(Some(first)) => {
+            let wake = runtime.block_on(async {
+                tokio::select! {
+                    biased;
+                    () = reopen.notified() => Wake::Reopen,
+                    next = tokio::time::timeout(wait, arrivals.recv()) => match next {
+                        Ok(Some(arrival)) => Wake::Arrival(arrival),
+                        Ok(None) => Wake::Closed,
+                        Err(_) => Wake::Tick,
+                    },
+                }
+            });
+            match wake {
+                Wake::Arrival(first) => {
                     self.take(first)?;
                     for _ in 0..BURST {
                         let Ok(next) = arrivals.try_recv() else { break };
                         self.take(next)?;
                     }
                 }
-                Ok(None) => break,
-                Err(_) => {} // the tick is due
+                Wake::Closed => break,
+                Wake::Tick => {}
+                Wake::Reopen => self.reopen(Instant::now())?,
             }
             let now = Instant::now();
             if now >= next_tick {
                 self.streams.tick(now, &mut self.actions);
                 self.apply(now)?;
+                self.ready.update(now, &self.streams.catching_up());
                 next_tick = now + TICK;
             }
             self.log.flush()?;
+            self.counters.log_bytes.set(self.log.len() as f64);
             if self.positions.due(now) {
                 self.save(now)?;
             }
         }
+        self.ready.set(Err("stopping".to_owned()));
         let now = Instant::now();
         self.streams.finish(&mut self.actions);
         self.apply(now)?;
@@ -107,6 +154,7 @@ impl Writer {
         let out = &mut self.actions;
         match arrival {
             Arrival::Live { endpoint, envelope } => {
+                self.ready.heard(endpoint, now);
                 let (header, body) = envelope.into_parts();
                 match body {
                     Broadcast::Heartbeat(beat) => {
@@ -142,6 +190,7 @@ impl Writer {
                     }
                     self.log.append(&entry)?;
                     self.positions.wrote(&entry);
+                    self.counters.wrote(&entry);
                 }
                 Action::Ask(ask) => {
                     let publisher = ask.publisher.clone();
@@ -161,5 +210,65 @@ impl Writer {
         self.log.sync()?;
         self.positions.save(self.log.len(), now);
         Ok(())
+    }
+
+    /// Reopens the log by its path (after logrotate renamed it): the old file synced and the
+    /// positions saved as true of it, then the new file opened and the positions saved as true
+    /// of it, before anything is written there. When the path cannot be opened the open file
+    /// is kept (a warning), so no line is lost.
+    fn reopen(&mut self, now: Instant) -> anyhow::Result<()> {
+        self.save(now)?;
+        let fresh = match LogFile::open(self.log.path(), self.log.format()) {
+            Ok(fresh) => fresh,
+            Err(e) => {
+                tracing::warn!(
+                    cause = format!("{e:#}"),
+                    "cannot reopen the log file; still writing to the one open"
+                );
+                return Ok(());
+            }
+        };
+        let old = std::mem::replace(&mut self.log, fresh);
+        self.log.written = old.written;
+        drop(old);
+        self.save(now)?;
+        metrics::counter!("log_reopened_total").increment(1);
+        tracing::info!(path = %self.log.path().display(), bytes = self.log.len(), "log file reopened");
+        Ok(())
+    }
+}
+
+/// The writer's metrics, their handles kept so a line costs no look-up by name.
+struct Counters {
+    /// `events_written_total{topic}`, per topic seen so far.
+    by_topic: Vec<(&'static str, metrics::Counter)>,
+    log_bytes: metrics::Gauge,
+}
+
+impl Counters {
+    fn new() -> Self {
+        Counters {
+            by_topic: Vec::new(),
+            log_bytes: metrics::gauge!("log_bytes"),
+        }
+    }
+
+    fn wrote(&mut self, entry: &Entry) {
+        match entry {
+            Entry::Event(event) => {
+                let topic = event.body.topic();
+                match self.by_topic.iter().find(|(t, _)| *t == topic) {
+                    Some((_, counter)) => counter.increment(1),
+                    None => {
+                        let counter = metrics::counter!("events_written_total", "topic" => topic);
+                        counter.increment(1);
+                        self.by_topic.push((topic, counter));
+                    }
+                }
+            }
+            Entry::Gap { reason, .. } => {
+                metrics::counter!("gap_lines_total", "reason" => reason.as_str()).increment(1);
+            }
+        }
     }
 }

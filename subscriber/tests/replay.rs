@@ -212,6 +212,7 @@ impl Subscriber {
             .env("LOG_FILE", dir.join("subscriber.log"))
             .env("REPLAY_CHUNK", "25")
             .env("RUST_LOG", "info")
+            .env("HEALTH_ADDR", "127.0.0.1:0")
             .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&stderr).expect("stderr file"))

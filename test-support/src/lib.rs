@@ -20,7 +20,7 @@ pub mod zmtp;
 pub use binary::binary;
 pub use http::{Api, Metrics};
 pub use log::{LogLine, parse_line, read_log};
-pub use process::Process;
+pub use process::{Process, health_addr_from_log};
 pub use publisher::{Addresses, RunningPublisher};
 pub use system::{PUBLISHER_ID, TestSystem};
 pub use wait::{PATIENCE, wait_until};

@@ -1,7 +1,8 @@
 //! A binary running as a child process, its stderr in a file, stopped for real: SIGTERM,
 //! SIGKILL, or frozen with SIGSTOP and thawed with SIGCONT.
 
-use crate::wait::wait_until;
+use crate::wait::{PATIENCE, wait_until};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -17,7 +18,9 @@ pub struct Process {
 
 impl Process {
     /// Starts `program` in `dir` with `env` and nothing inherited but `PATH`; `RUST_LOG` is
-    /// `info` unless `env` says otherwise. Its stderr goes to a file in `dir`.
+    /// `info` and `HEALTH_ADDR` (the workers' health port) `127.0.0.1:0` unless `env` says
+    /// otherwise, so workers started side by side never fight over a port. Its stderr goes to
+    /// a file in `dir`.
     pub fn start(program: &Path, dir: &Path, env: &[(&str, String)]) -> Process {
         static STARTED: AtomicUsize = AtomicUsize::new(0);
         let name = program
@@ -33,6 +36,7 @@ impl Process {
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("RUST_LOG", "info")
+            .env("HEALTH_ADDR", "127.0.0.1:0")
             .envs(env.iter().map(|(k, v)| (k, v)))
             .current_dir(dir)
             .stdin(Stdio::null())
@@ -64,6 +68,30 @@ impl Process {
             self.stderr().contains(needle).then_some(())
         })
         .await;
+    }
+
+    /// Where its health port listens (workers only), from its `health port listening
+    /// health=…` line; waits for that line, and panics when it exits first.
+    pub async fn health_addr(&mut self) -> SocketAddr {
+        let what = format!("{}'s health port line", self.name);
+        let found = wait_until(&what, PATIENCE, async || {
+            if let Some(addr) = health_addr_from_log(&self.stderr()) {
+                return Some(Ok(addr));
+            }
+            self.exited().map(Err)
+        })
+        .await;
+        found.unwrap_or_else(|status| {
+            panic!(
+                "{} exited ({status}) before its health port listened",
+                self.name
+            )
+        })
+    }
+
+    /// SIGHUP (the subscriber reopens its log file).
+    pub fn sighup(&self) {
+        self.signal("HUP");
     }
 
     /// `None` while it runs; its exit status once it has exited.
@@ -119,11 +147,35 @@ impl Process {
     }
 }
 
+/// The address of the first `health port listening health=<addr>` line of a worker's stderr.
+pub fn health_addr_from_log(stderr: &str) -> Option<SocketAddr> {
+    let (_, fields) = stderr
+        .lines()
+        .find_map(|l| l.split_once(" health port listening "))?;
+    let value = fields
+        .split(' ')
+        .find_map(|token| token.strip_prefix("health="))?;
+    value.trim_matches('"').parse().ok()
+}
+
 impl Drop for Process {
     fn drop(&mut self) {
         self.kill();
         if std::thread::panicking() {
             eprintln!("--- {} stderr ---\n{}", self.name, self.stderr());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::health_addr_from_log;
+
+    #[test]
+    fn the_health_port_line_gives_the_address_and_its_absence_none() {
+        let stderr = "2026-12-01T20:29:43.084555Z  INFO plumbing::health: health port listening \
+            health=127.0.0.1:40231\n";
+        assert_eq!(health_addr_from_log(stderr).map(|a| a.port()), Some(40231));
+        assert_eq!(health_addr_from_log("INFO subscriber running\n"), None);
     }
 }

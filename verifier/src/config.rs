@@ -1,6 +1,7 @@
 //! Every knob of the verifier (design contract §8): one clap struct, each flag also read from
 //! the environment, with defaults that work on one machine.
 
+use plumbing::health::HealthAddr;
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -67,9 +68,17 @@ pub struct Config {
     )]
     pub heartbeat_interval: Duration,
 
+    /// Address of the health port (`/healthz`, `/readyz`, `/metrics`); empty or `off`: none.
+    #[arg(long, env = "HEALTH_ADDR", default_value = "0.0.0.0:9102", value_parser = HealthAddr::parse)]
+    pub health_addr: HealthAddr,
+
     /// Flags every binary takes.
     #[command(flatten)]
     pub common: plumbing::CommonArgs,
+
+    /// Run a one-off command instead of the service.
+    #[command(subcommand)]
+    pub command: Option<plumbing::health::Command>,
 }
 
 /// One publisher: where its tasks come from and where its results go.
@@ -192,6 +201,20 @@ mod tests {
         );
         assert_eq!(config.heartbeat_interval, Duration::from_secs(1));
         assert!(config.id.ends_with(&format!("-{}", std::process::id())));
+        assert_eq!(config.health_addr, HealthAddr::At("0.0.0.0:9102".into()));
+    }
+
+    #[test]
+    fn the_health_port_can_be_turned_off_and_healthcheck_is_a_command() {
+        assert_eq!(
+            parse(&["--health-addr", ""]).expect("parses").health_addr,
+            HealthAddr::Off
+        );
+        let check = parse(&["healthcheck"]).expect("parses");
+        assert!(matches!(
+            check.command,
+            Some(plumbing::health::Command::Healthcheck(_))
+        ));
     }
 
     #[test]

@@ -160,9 +160,14 @@ impl InFlight {
         let done_tx = self.done_tx.clone();
         let generation = self.generation;
         pool.execute(move || {
+            let started = std::time::Instant::now();
+            let verdict = verify_task(&keys, &task);
+            metrics::histogram!("verification_seconds").record(started.elapsed().as_secs_f64());
+            metrics::counter!("tasks_verified_total", "status" => verdict.status.as_str())
+                .increment(1);
             let done = Done {
                 generation,
-                verdict: verify_task(&keys, &task),
+                verdict,
                 ticket,
             };
             // `try_send`, never a wait: the worker threads serve every link, so none may wait

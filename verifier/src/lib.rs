@@ -8,12 +8,14 @@
 //!
 //! Inside (private modules): `link` serves one publisher — connect, serve, drain;
 //! `connection` holds its two sockets and the ways a connection is lost; `backoff` the pauses
-//! between attempts; `in_flight` the budget of tasks taken, their tickets and generations.
+//! between attempts; `in_flight` the budget of tasks taken, their tickets and generations;
+//! `health` what the health port (`HEALTH_ADDR`) shows — metrics described, readiness.
 
 pub mod address;
 mod backoff;
 pub mod config;
 mod connection;
+mod health;
 mod in_flight;
 mod key_error;
 pub mod keys;
@@ -28,6 +30,7 @@ pub use verify::verify_task;
 
 use in_flight::Budget;
 use link::{Link, Shared};
+use plumbing::health::HealthServer;
 use std::future::Future;
 use std::sync::Arc;
 use tokio::task::JoinSet;
@@ -56,14 +59,25 @@ pub enum VerifierError {
     /// A publisher link stopped on its own (a bug: links only end at shutdown).
     #[error("a publisher link failed: {0}")]
     Link(String),
+    /// The health port could not be served.
+    #[error(transparent)]
+    Health(#[from] plumbing::health::HealthError),
 }
 
 /// Runs the verifier until `shutdown` resolves, then stops taking tasks, pushes the verdicts
 /// of those in flight (bounded by a few seconds) and returns.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), VerifierError> {
     let publishers = config.publishers()?;
+    let status = Arc::new(health::Status::new(&publishers));
+    let readiness = Arc::clone(&status);
+    let health = HealthServer::start(&config.health_addr, move || readiness.readiness()).await?;
+    health::describe();
+    let health_addr = health
+        .as_ref()
+        .map_or_else(|| "off".to_owned(), |h| h.local_addr().to_string());
     let shared_key = config.common.shared_key()?;
     let keys = KeyRing::load(&config.keys_dir)?;
+    status.keys_loaded(keys.infos().len());
     let workers = config.workers.get();
     let pool = Pool::new(workers).map_err(VerifierError::Threads)?;
     let in_flight_limit = workers * IN_FLIGHT_PER_WORKER;
@@ -74,6 +88,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         workers,
         publishers = publishers.len(),
         tagged = shared_key.is_some(),
+        health = %health_addr,
         "verifier starting"
     );
     let shared = Arc::new(Shared {
@@ -84,12 +99,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         pool,
         budget: Budget::new(in_flight_limit),
         heartbeat_interval: config.heartbeat_interval,
+        status,
     });
 
     let stop = CancellationToken::new();
     let mut links = JoinSet::new();
-    for endpoints in publishers {
-        links.spawn(Link::new(endpoints, Arc::clone(&shared), stop.child_token()).run());
+    for (index, endpoints) in publishers.into_iter().enumerate() {
+        let link = Link::new(index, endpoints, Arc::clone(&shared), stop.child_token());
+        links.spawn(link.run());
     }
     let mut failure = None;
     tokio::select! {
@@ -111,6 +128,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     if let Some(shared) = Arc::into_inner(shared) {
         let _ = tokio::task::spawn_blocking(move || shared.pool.shutdown()).await;
     }
+    drop(health);
     match failure {
         Some(reason) => Err(VerifierError::Link(reason)),
         None => {

@@ -9,6 +9,7 @@ use crate::address;
 use crate::backoff::Backoff;
 use crate::config::PublisherEndpoints;
 use crate::connection::{Connection, Lost, Side};
+use crate::health::Status;
 use crate::in_flight::{Budget, Done, InFlight, Reservation};
 use crate::keys::KeyRing;
 use crate::pool::Pool;
@@ -46,10 +47,14 @@ pub(crate) struct Shared {
     pub budget: Budget,
     /// Time between heartbeats.
     pub heartbeat_interval: Duration,
+    /// What `/readyz` is decided from: which links are connected.
+    pub status: Arc<Status>,
 }
 
 /// The verifier's end of one publisher.
 pub(crate) struct Link {
+    /// Its place in the configured list (for `/readyz`).
+    index: usize,
     endpoints: PublisherEndpoints,
     shared: Arc<Shared>,
     shutdown: CancellationToken,
@@ -60,13 +65,15 @@ pub(crate) struct Link {
 }
 
 impl Link {
-    /// A link to one publisher; nothing happens until [`Link::run`].
+    /// The link to publisher number `index`; nothing happens until [`Link::run`].
     pub fn new(
+        index: usize,
         endpoints: PublisherEndpoints,
         shared: Arc<Shared>,
         shutdown: CancellationToken,
     ) -> Self {
         Link {
+            index,
             endpoints,
             in_flight: InFlight::new(&shared.budget),
             shared,
@@ -85,7 +92,10 @@ impl Link {
             let Some(mut connection) = self.connect().await else {
                 break;
             };
-            match self.serve(&mut connection).await {
+            self.shared.status.link(self.index, true);
+            let served = self.serve(&mut connection).await;
+            self.shared.status.link(self.index, false);
+            match served {
                 Ok(()) => {
                     self.drain(connection).await;
                     return;

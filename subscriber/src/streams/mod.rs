@@ -184,6 +184,18 @@ impl Streams {
         }
     }
 
+    /// The publishers whose log is being caught up, with how many events it is behind each,
+    /// by publisher id.
+    pub fn catching_up(&self) -> Vec<(String, u64)> {
+        let mut behind: Vec<(String, u64)> = self
+            .streams
+            .iter()
+            .filter_map(|(publisher, stream)| Some((publisher.clone(), stream.catching_up()?)))
+            .collect();
+        behind.sort();
+        behind
+    }
+
     /// The ask for `publisher` could not be handed to its replay client (its queue was full):
     /// it is sent again on the next tick.
     pub fn unsent(&mut self, publisher: &str, now: Instant) {

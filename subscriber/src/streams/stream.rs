@@ -94,6 +94,12 @@ impl Stream {
         self.last
     }
 
+    /// How many events the log is behind while it is being caught up — held for a first
+    /// heartbeat, or filling a hole by replay; `None` while it follows the live stream.
+    pub fn catching_up(&self) -> Option<u64> {
+        (self.joining || self.catch_up.is_some()).then(|| self.known.saturating_sub(self.last))
+    }
+
     /// Number `seq` exists (a replay end said how far the publisher is).
     pub fn heard_of(&mut self, seq: u64) {
         self.known = self.known.max(seq);
