@@ -16,6 +16,7 @@ mod query;
 mod replay;
 mod results;
 mod routes;
+mod serve;
 mod state;
 mod verification;
 
@@ -43,6 +44,7 @@ pub struct Publisher {
     events_endpoint: Option<String>,
     /// The resolved PUSH (tasks) and PULL (results) endpoints.
     verification_endpoints: [String; 2],
+    http_limits: config::HttpLimits,
 }
 
 impl Publisher {
@@ -50,6 +52,7 @@ impl Publisher {
     /// the tasks behind them.
     pub async fn bind(config: Config) -> anyhow::Result<Self> {
         let codec = config.common.codec()?;
+        let http_limits = config.http_limits().map_err(anyhow::Error::msg)?;
         let identity = Arc::new(wire::Origin::starting_now(config.id.clone()));
         let listener = tokio::net::TcpListener::bind(&config.http_addr)
             .await
@@ -140,6 +143,7 @@ impl Publisher {
             replay_stop,
             events_endpoint,
             verification_endpoints,
+            http_limits,
         })
     }
 
@@ -171,11 +175,14 @@ impl Publisher {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let app = routes::router(self.state);
-        axum::serve(self.listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await
-            .context("HTTP server failed")?;
+        let app = routes::router(self.state, &self.http_limits);
+        serve::serve(
+            self.listener,
+            app,
+            self.http_limits.header_read_timeout,
+            shutdown,
+        )
+        .await;
         // The router is gone: the dispatcher lets in-flight checks finish and stops, and then
         // the last handle on the event queue is gone, so the socket task drains it and ends.
         if let Err(e) = self.dispatcher.await {
