@@ -1,6 +1,6 @@
 //! No client can stop the publisher's HTTP front: requests past the concurrency limit are
 //! shed with a fast 503, a request that runs too long is cut, a client that dribbles its
-//! headers is disconnected.
+//! headers is disconnected, and `HEAD` publishes nothing.
 //! Each test drives the real binary over loopback; the stalling clients are raw TCP.
 
 use std::net::SocketAddr;
@@ -173,6 +173,26 @@ async fn a_client_dribbling_its_headers_is_disconnected_while_others_are_served(
         "a connection that sends nothing is cut too"
     );
     assert_eq!(after["result"], "still served");
+}
+
+#[tokio::test]
+async fn head_on_downcase_is_refused_and_publishes_nothing() {
+    // Arrange
+    let app = spawn_app(&[]).await;
+
+    // Act
+    let head = app
+        .api
+        .request(reqwest::Method::HEAD, "/downcase?param=HeLLo")
+        .send()
+        .await
+        .expect("an answer");
+    let next = app.api.downcase("x").await;
+
+    // Assert
+    assert_eq!(head.status(), 405);
+    assert_eq!(head.headers()["allow"], "GET");
+    assert_eq!(next["event"]["seq"], 1, "HEAD published no event");
 }
 
 #[tokio::test]

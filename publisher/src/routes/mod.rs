@@ -33,8 +33,8 @@ pub fn router(state: AppState, limits: &HttpLimits) -> Router {
         ))
         .timeout(limits.request_timeout);
     let api = Router::new()
-        .route("/downcase", get(downcase::downcase))
-        .route("/downcase/", get(downcase::downcase))
+        .route("/downcase", get(downcase::downcase).head(downcase::head))
+        .route("/downcase/", get(downcase::downcase).head(downcase::head))
         .route("/signatures", post(signatures::submit))
         .route("/signatures/{id}", get(signatures::status))
         .route_layer(bounded);
@@ -73,10 +73,11 @@ async fn not_found(uri: Uri) -> ApiError {
 
 async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
     tracing::debug!(%method, path = uri.path(), "method not allowed");
-    let allow = if uri.path() == "/signatures" {
-        "POST"
-    } else {
-        "GET, HEAD"
+    let allow = match uri.path() {
+        "/signatures" => "POST",
+        // HEAD would publish an event: see `downcase::head`.
+        "/downcase" | "/downcase/" => "GET",
+        _ => "GET, HEAD",
     };
     ApiError::MethodNotAllowed { allow }
 }
