@@ -3,6 +3,10 @@
 //! dribbles header bytes (slowloris) holds each for at most `HEADER_READ_TIMEOUT`. Accept
 //! errors such as running out of file descriptors are waited out, not fatal. On shutdown the
 //! listener closes, idle connections close, and the requests in progress are finished.
+//! hyper's own refusals of requests it cannot parse get the API's JSON error body
+//! ([`json_refusals`]).
+
+mod json_refusals;
 
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -49,8 +53,10 @@ pub async fn serve(
                 }
             }
         };
-        let connection =
-            http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
+        let connection = http.serve_connection(
+            TokioIo::new(json_refusals::JsonRefusals::new(stream)),
+            TowerToHyperService::new(app.clone()),
+        );
         let connection = connections.watch(connection);
         tokio::spawn(async move {
             if let Err(e) = connection.await {

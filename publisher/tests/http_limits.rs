@@ -1,6 +1,6 @@
 //! No client can stop the publisher's HTTP front: requests past the concurrency limit are
 //! shed with a fast 503, a request that runs too long is cut, a client that dribbles its
-//! headers is disconnected, and `HEAD` publishes nothing.
+//! headers is disconnected, an over-long URI gets a JSON answer, and `HEAD` publishes nothing.
 //! Each test drives the real binary over loopback; the stalling clients are raw TCP.
 
 use std::net::SocketAddr;
@@ -173,6 +173,58 @@ async fn a_client_dribbling_its_headers_is_disconnected_while_others_are_served(
         "a connection that sends nothing is cut too"
     );
     assert_eq!(after["result"], "still served");
+}
+
+#[tokio::test]
+async fn a_100_kib_param_gets_a_json_414() {
+    // Arrange: raw TCP, because no client built on the `http` crate can hold such a URI.
+    let app = spawn_app(&[]).await;
+    let mut client = TcpStream::connect(app.http).await.expect("a connection");
+    let request = format!(
+        "GET /downcase?param={} HTTP/1.1\r\nhost: test\r\n\r\n",
+        "a".repeat(100 * 1024)
+    );
+
+    // Act
+    client
+        .write_all(request.as_bytes())
+        .await
+        .expect("the request is sent");
+    let answer = read_to_close(&mut client).await;
+    let next = app.api.downcase("x").await;
+
+    // Assert
+    assert!(answer.starts_with("HTTP/1.1 414 "), "{answer}");
+    assert!(
+        answer.contains("content-type: application/json\r\n"),
+        "{answer}"
+    );
+    let (_, body) = answer.split_once("\r\n\r\n").expect("a head and a body");
+    let body: serde_json::Value = serde_json::from_str(body).expect("a JSON body");
+    assert_eq!(
+        body["error"],
+        "the URI is over 65534 bytes, more than the server reads"
+    );
+    assert_eq!(
+        next["event"]["seq"], 1,
+        "the refused request published nothing"
+    );
+}
+
+#[tokio::test]
+async fn a_param_just_under_the_uri_cap_gets_the_api_s_own_414() {
+    let app = spawn_app(&[]).await;
+
+    let (status, body) = app
+        .api
+        .get_json(&format!("/downcase?param={}", "a".repeat(60 * 1024)))
+        .await;
+
+    assert_eq!(status, 414);
+    assert_eq!(
+        body["error"],
+        "`param` is 61440 bytes; the limit is 4096 bytes"
+    );
 }
 
 #[tokio::test]
