@@ -106,6 +106,22 @@ pub struct Config {
     #[arg(long, env = "MAX_WAIT", default_value = "30s", value_parser = positive_duration)]
     pub max_wait: Duration,
 
+    /// Most API requests (/downcase, /signatures) in progress at once. Past it a request is
+    /// answered 503 with `Retry-After` at once instead of queueing; /healthz, /readyz and
+    /// /metrics are not counted, so probes still answer.
+    #[arg(long, env = "MAX_CONCURRENT_REQUESTS", default_value_t = 1024, value_parser = request_limit)]
+    pub max_concurrent_requests: usize,
+
+    /// Longest an API request may take, reading its body included; past it the answer is
+    /// 503. It must be longer than MAX_WAIT, so a `?wait=` can run its course.
+    #[arg(long, env = "REQUEST_TIMEOUT", default_value = "60s", value_parser = positive_duration)]
+    pub request_timeout: Duration,
+
+    /// How long a client has to send a request's headers, and an idle keep-alive connection
+    /// to start its next request, before the connection is closed (against slowloris).
+    #[arg(long, env = "HEADER_READ_TIMEOUT", default_value = "10s", value_parser = positive_duration)]
+    pub header_read_timeout: Duration,
+
     /// This publisher's id in every event; default: the host name.
     #[arg(long, env = "PUBLISHER_ID", default_value_t = plumbing::default_instance_id())]
     pub id: String,
@@ -129,6 +145,37 @@ pub struct Config {
     /// Run a one-off command instead of the service.
     #[command(subcommand)]
     pub command: Option<Command>,
+}
+
+impl Config {
+    /// The HTTP front's limits, once they are checked against each other: a request timeout
+    /// no longer than `MAX_WAIT` would cut every `?wait=` short.
+    pub fn http_limits(&self) -> Result<HttpLimits, String> {
+        if self.request_timeout <= self.max_wait {
+            return Err(format!(
+                "REQUEST_TIMEOUT ({}) must be longer than MAX_WAIT ({})",
+                humantime::format_duration(self.request_timeout),
+                humantime::format_duration(self.max_wait)
+            ));
+        }
+        Ok(HttpLimits {
+            max_concurrent_requests: self.max_concurrent_requests,
+            request_timeout: self.request_timeout,
+            header_read_timeout: self.header_read_timeout,
+        })
+    }
+}
+
+/// What bounds the HTTP front's work, so no client can stop it: requests in progress,
+/// a request's duration, and the time to send headers.
+#[derive(Debug, Clone)]
+pub struct HttpLimits {
+    /// API requests in progress before new ones are shed with 503.
+    pub max_concurrent_requests: usize,
+    /// Longest an API request may take.
+    pub request_timeout: Duration,
+    /// Longest a client may take to send a request's headers.
+    pub header_read_timeout: Duration,
 }
 
 /// One-off commands.
@@ -155,6 +202,19 @@ pub fn count<T: TryFrom<u64>>(value: &str) -> Result<T, String> {
         return Err("must be at least 1".into());
     }
     T::try_from(n).map_err(|_| format!("{n} is too large"))
+}
+
+/// Most requests in progress that `MAX_CONCURRENT_REQUESTS` may allow: far more than one
+/// process serves, and well inside what the semaphore behind the limit can count.
+const MAX_REQUEST_LIMIT: usize = 1_000_000;
+
+/// Parses `MAX_CONCURRENT_REQUESTS`: a whole number from 1 to [`MAX_REQUEST_LIMIT`].
+fn request_limit(value: &str) -> Result<usize, String> {
+    let n = count::<usize>(value)?;
+    if n > MAX_REQUEST_LIMIT {
+        return Err(format!("{n} is more than {MAX_REQUEST_LIMIT}"));
+    }
+    Ok(n)
 }
 
 #[cfg(test)]
@@ -191,6 +251,8 @@ mod tests {
             "--results-ttl",
             "--max-wait",
             "--heartbeat-interval",
+            "--request-timeout",
+            "--header-read-timeout",
         ] {
             assert!(refusal(&[flag, "0ms"]).contains(flag), "{flag}");
         }
@@ -201,6 +263,7 @@ mod tests {
             "--results-capacity",
             "--max-body-bytes",
             "--max-param-bytes",
+            "--max-concurrent-requests",
         ] {
             assert!(refusal(&[flag, "0"]).contains(flag), "{flag}");
         }
@@ -211,6 +274,28 @@ mod tests {
         let config = Config::try_parse_from(["publisher"]).expect("defaults are valid");
         assert_eq!(config.task_attempts, 4);
         assert_eq!(config.heartbeat_interval, Duration::from_secs(1));
+        let limits = config
+            .http_limits()
+            .expect("the default limits fit together");
+        assert!(limits.request_timeout > config.max_wait);
+    }
+
+    #[test]
+    fn a_request_timeout_not_longer_than_max_wait_is_refused_naming_both() {
+        let config = Config::try_parse_from(["publisher", "--request-timeout", "30s"])
+            .expect("each flag is valid alone");
+
+        let message = config.http_limits().expect_err("refused");
+
+        assert!(message.contains("REQUEST_TIMEOUT"), "{message}");
+        assert!(message.contains("MAX_WAIT"), "{message}");
+    }
+
+    #[test]
+    fn a_concurrency_limit_past_a_million_is_refused() {
+        let message = refusal(&["--max-concurrent-requests", "1000001"]);
+        assert!(message.contains("--max-concurrent-requests"), "{message}");
+        assert_eq!(request_limit("1000000"), Ok(1_000_000));
     }
 
     #[test]

@@ -17,6 +17,7 @@ mod query;
 mod replay;
 mod results;
 mod routes;
+mod serve;
 mod state;
 mod verification;
 
@@ -45,6 +46,7 @@ pub struct Publisher {
     events_endpoint: Option<String>,
     /// The resolved PUSH (tasks) and PULL (results) endpoints.
     verification_endpoints: [String; 2],
+    http_limits: config::HttpLimits,
 }
 
 impl Publisher {
@@ -54,6 +56,7 @@ impl Publisher {
         // The recorder first: counters taken before it is installed count nowhere.
         metrics::handle();
         let codec = config.common.codec()?;
+        let http_limits = config.http_limits().map_err(anyhow::Error::msg)?;
         // Nothing is published with events disabled, so nothing is journaled either.
         let recovered = match &config.journal_dir {
             Some(dir) if !config.events_disabled => Some(recover_journal(dir, &config).await?),
@@ -181,6 +184,7 @@ impl Publisher {
             replay_stop,
             events_endpoint,
             verification_endpoints,
+            http_limits,
         })
     }
 
@@ -212,11 +216,14 @@ impl Publisher {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let app = routes::router(self.state);
-        axum::serve(self.listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await
-            .context("HTTP server failed")?;
+        let app = routes::router(self.state, &self.http_limits);
+        serve::serve(
+            self.listener,
+            app,
+            self.http_limits.header_read_timeout,
+            shutdown,
+        )
+        .await;
         // The router is gone: the dispatcher lets in-flight checks finish and stops, and then
         // the last handle on the event queue is gone, so the socket task drains it and ends.
         if let Err(e) = self.dispatcher.await {

@@ -1,5 +1,6 @@
 //! `GET /downcase?param=HeLLo` (design §3): full Unicode lower-casing, answered once the event
-//! is on the publishing path.
+//! is on the publishing path. `HEAD` is refused: it must not publish, and without publishing
+//! there is no answer whose headers it could report.
 
 use crate::error::ApiError;
 use crate::query::single_param;
@@ -46,4 +47,10 @@ pub async fn downcase(
             seq: published.seq,
         },
     }))
+}
+
+/// `HEAD /downcase`: 405 with `Allow: GET`. A HEAD request is safe by definition, so it must
+/// not publish an event, and a GET's answer cannot be described without publishing one.
+pub async fn head() -> ApiError {
+    ApiError::MethodNotAllowed { allow: "GET" }
 }
