@@ -305,10 +305,10 @@ fn restore_requests(
         requests = again.len(),
         "signature requests from the journal are verified again"
     );
-    let verification = verification.clone();
+    let mut resubmitter = verification.resubmitter();
     tokio::spawn(async move {
         for job in again {
-            if verification.resubmit(job).await.is_err() {
+            if resubmitter.resubmit(job).await.is_err() {
                 return;
             }
         }

@@ -74,20 +74,37 @@ impl Verification {
         self.verifier_timeout
     }
 
-    /// Queues a job read back from the journal once a verifier is present and the queue has
-    /// room: such a request has no client waiting to be told 503.
-    pub async fn resubmit(&self, job: Job) -> Result<(), Busy> {
-        let mut present = self.present.clone();
-        present
-            .wait_for(|p| p.verifiers > 0)
-            .await
-            .map_err(|_| Busy)?;
-        self.jobs.send(job).await.map_err(|_| Busy)
+    /// A handle for the requests read back from the journal that does not keep the
+    /// dispatcher running: it stops when the API's handles are gone, resubmitted or not.
+    pub fn resubmitter(&self) -> Resubmitter {
+        Resubmitter {
+            jobs: self.jobs.downgrade(),
+            present: self.present.clone(),
+        }
     }
 
     /// Queues a job without waiting.
     pub fn submit(&self, job: Job) -> Result<(), Busy> {
         self.jobs.try_send(job).map_err(|_| Busy)
+    }
+}
+
+/// Queues the jobs of requests read back from the journal.
+pub struct Resubmitter {
+    jobs: mpsc::WeakSender<Job>,
+    present: watch::Receiver<Arc<Snapshot>>,
+}
+
+impl Resubmitter {
+    /// Queues `job` once a verifier is present and the queue has room: such a request has no
+    /// client waiting to be told 503. Fails when the dispatcher has stopped.
+    pub async fn resubmit(&mut self, job: Job) -> Result<(), Busy> {
+        self.present
+            .wait_for(|p| p.verifiers > 0)
+            .await
+            .map_err(|_| Busy)?;
+        let jobs = self.jobs.upgrade().ok_or(Busy)?;
+        jobs.send(job).await.map_err(|_| Busy)
     }
 }
 
