@@ -16,6 +16,8 @@ alternate (a b, b a, a b ...) so drift on a shared machine falls on both alike.
   (b) baseline  the publisher alone, EVENTS_DISABLED=true: same router, nothing published.
   --costs adds (c) unguarded: the system with GUARD_DISABLED=true (no socket guard), and
                 (d) keyed: the system with SHARED_KEY_FILE set (every message tagged).
+  --journal adds (e) journaled: the system with JOURNAL_DIR set (JOURNAL_SYNC=always, group
+                commit), with its fsyncs per second and events per fsync from /metrics.
 
 Columns: req/s and wrk's latency; `pub us/req`, the publisher's utime+stime per completed
 request ((a): until the log has settled); `sub us/ev`, the subscriber's per event; `wrk us/req`;
@@ -74,6 +76,8 @@ def variant_env(name, workdir):
         key = workdir / "shared.key"
         key.write_text("a shared secret for the benchmark, 32+ bytes\n")
         return {"SHARED_KEY_FILE": str(key)}
+    if name == "journaled":
+        return {"JOURNAL_DIR": str(workdir / "journal"), "JOURNAL_SYNC": "always"}
     return {}
 
 
@@ -103,9 +107,18 @@ def one_round(args, name, workdir, script):
         else:
             common.wait_for("the publisher to answer", lambda: common.get(f"{base}warmup") == 200)
         pids = [p.pid for p in servers.values()]
+        api = f"http://{bound['http']}"
+        fsyncs = common.metrics(api).get("journal_fsyncs_total", 0.0)
+        journaled = common.metrics(api).get("journal_events_total", 0.0)
         before = common.clocks(pids)
         stats = common.run_wrk(args, f"{base}HeLLo", script)
         load = [b - a for a, b in zip(before, common.clocks(pids))]
+        after = common.metrics(api)
+        if "JOURNAL_DIR" in extra:
+            seconds = stats["duration_us"] / 1e6
+            stats["fsyncs_s"] = (after.get("journal_fsyncs_total", 0.0) - fsyncs) / seconds
+            stats["events_fsync"] = ((after.get("journal_events_total", 0.0) - journaled)
+                                     / max(1.0, after.get("journal_fsyncs_total", 0.0) - fsyncs))
         stats["others"] = common.others(load)
         stats["wrk_cpu"] = load[2] / stats["requests"]
         if system:  # the servers' CPU counts until the last event is written
@@ -140,6 +153,8 @@ def main():
     parser = common.parser(__doc__.split("\n")[0])
     parser.add_argument("--costs", action="store_true",
                         help="also (c) the system with no socket guard and (d) with message tags")
+    parser.add_argument("--journal", action="store_true",
+                        help="also (e) the system with the journal (JOURNAL_SYNC=always)")
     args = parser.parse_args()
     common.prepare(args, ["-p", "publisher", "-p", "subscriber"])
     print(f"wrk -t{args.threads} -c{args.connections} -d{args.duration}s, {args.rounds} rounds"
@@ -147,6 +162,8 @@ def main():
     print(ROW.format("round", "run", "req/s", "p50 ms", "p99 ms", "pub us/req", "sub us/ev",
                      "wrk us/req", "others", "logged / 2xx / issued"))
     names = ("system", "unguarded", "keyed", "baseline") if args.costs else ("system", "baseline")
+    if args.journal:
+        names = names[:1] + ("journaled",) + names[1:]
     results = {name: [] for name in names}
     with tempfile.TemporaryDirectory(prefix="bench-downcase-") as tmp:
         script = Path(tmp) / "unique.lua"
@@ -173,6 +190,13 @@ def main():
             print(f"cost of {what}: req/s with/without {with_it['rps'] / without['rps']:.2f} "
                   f"(target >= 0.90), publisher CPU/req {with_it['pub_cpu'] / without['pub_cpu']:.2f},"
                   f" subscriber CPU/event {with_it['sub_cpu'] / without['sub_cpu']:.2f}")
+    if "journaled" in med:
+        j = med["journaled"]
+        ratio = j["rps"] / a["rps"]
+        print(f"cost of the journal (always, grouped): req/s with/without {ratio:.2f} (target >= 0.5:"
+              f" {'met' if ratio >= 0.5 else 'NOT met'}), p99 {j['p99_us'] / 1e3:.2f} ms vs"
+              f" {a['p99_us'] / 1e3:.2f} ms, publisher CPU/req {j['pub_cpu'] / a['pub_cpu']:.2f};"
+              f" {j['fsyncs_s']:.0f} fsyncs/s, {j['events_fsync']:.1f} events per fsync")
     common.warn_if_busy(results)
     print("every 2xx request of every (a) round is in subscriber.log, no gap lines: yes")
 
