@@ -11,7 +11,7 @@ mod config;
 mod error;
 mod events;
 mod healthcheck;
-mod journal;
+pub mod journal;
 mod metrics;
 mod query;
 mod replay;
