@@ -83,6 +83,7 @@ impl Publisher {
             });
             // The journal's newest events are replayable again, as before the restart.
             for envelope in recovered.iter().flat_map(|r| &r.events) {
+                window.lose_until(envelope.seq);
                 window.push(envelope.seq, envelope.body.topic(), &codec.encode(envelope));
             }
             Arc::new(std::sync::Mutex::new(window))

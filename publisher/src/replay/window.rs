@@ -130,6 +130,27 @@ impl Window {
         }
     }
 
+    /// Marks the numbers from the newest up to `seq` (excluded) as lost, so that `seq` can be
+    /// pushed next and what is held before the hole stays replayable: an answer skips lost
+    /// numbers (its end marker covers them), and the asker writes them as a gap. Only the
+    /// journal's recovery makes holes (a record that failed its checksum). A hole longer than
+    /// the window starts the window over instead.
+    pub fn lose_until(&mut self, seq: u64) {
+        let missing = seq.saturating_sub(self.newest() + 1);
+        if self.held.is_empty() || missing == 0 || missing > self.bounds.events as u64 {
+            return;
+        }
+        for _ in 0..missing {
+            let lost = Held {
+                topic: "",
+                frames: Bytes::new(),
+                lengths: [0; MAX_FRAMES],
+            };
+            self.bytes += lost.size();
+            self.held.push_back(lost);
+        }
+    }
+
     /// Copies the frames of `message` end to end into the current block (a new one when it
     /// is full).
     fn copy_in(&mut self, topic: &'static str, message: &ZmqMessage) -> Held {
@@ -166,7 +187,10 @@ impl Window {
                 break;
             }
             chunk.last = start + offset as u64;
-            if topics.is_empty() || topics.iter().any(|t| held.topic.starts_with(t.as_str())) {
+            let lost = held.lengths[0] == 0;
+            if !lost
+                && (topics.is_empty() || topics.iter().any(|t| held.topic.starts_with(t.as_str())))
+            {
                 chunk.messages.push(held.message());
             }
         }
@@ -274,6 +298,18 @@ mod tests {
         let chunk = w.after(1, 100, &[]);
         assert_eq!(seqs(&chunk), ["event 005", "event 006"]);
         assert_eq!(w.oldest(), 5);
+    }
+
+    #[test]
+    fn numbers_lost_in_the_journal_are_skipped_and_what_is_around_them_is_served() {
+        let mut w = window(100, 1 << 20);
+        w.push(1, "downcase", &message(1));
+        w.lose_until(4);
+        w.push(4, "downcase", &message(4));
+        assert_eq!((w.oldest(), w.newest(), w.len()), (1, 4, 4));
+        let chunk = w.after(0, 100, &[]);
+        assert_eq!(seqs(&chunk), ["event 001", "event 004"]);
+        assert_eq!(chunk.last, 4);
     }
 
     #[test]
