@@ -7,11 +7,10 @@
 use serde_json::json;
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-use test_support::{Api, LogLine, PATIENCE, PUBLISHER_ID, TestSystem, wait_until};
+use test_support::{Api, LogLine, PATIENCE, PUBLISHER_ID, TestSystem, Tmpfs, wait_until};
 use tokio::task::JoinSet;
 
 /// Clients sending at once.
@@ -261,46 +260,20 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
 
-/// A tmpfs mounted for one test, unmounted when dropped.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(at: &Path, size: &str) -> Tmpfs {
-        std::fs::create_dir_all(at).expect("a mount point");
-        let mounted = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(at)
-            .status()
-            .expect("mount runs");
-        assert!(
-            mounted.success(),
-            "this test mounts a tmpfs as JOURNAL_DIR and needs root (CAP_SYS_ADMIN)"
-        );
-        Tmpfs(at.to_owned())
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_journal_disk_gets_503s_with_a_reason_and_the_publisher_recovers_when_space_returns()
 {
     // Arrange: the journal on a 2 MiB tmpfs, events flowing to a subscriber.
     let system = TestSystem::new();
     let journal = system.dir.path().join("journal");
-    let _tmpfs = Tmpfs::mount(&journal, "2m");
+    let tmpfs = Tmpfs::mount(&journal, "2m");
     let publisher = system.start_publisher_with(&journal_env(&journal)).await;
     let _subscriber = system.start_subscriber(&[]);
     system.until_subscribed("before-full").await;
     let mut acked = vec![system.api().downcase("before-full-ok").await];
 
     // Act: the disk filled up by something else.
-    let filler = journal.join("filler");
-    let _ = std::fs::write(&filler, vec![0u8; 4 * 1024 * 1024]);
+    let filler = tmpfs.fill();
     let refused = wait_until("a 503 from a full journal", PATIENCE, async || {
         let answer = system
             .api()

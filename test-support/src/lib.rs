@@ -14,6 +14,7 @@ pub mod openssl;
 mod process;
 mod publisher;
 mod system;
+mod tmpfs;
 mod wait;
 pub mod zmtp;
 
@@ -23,4 +24,5 @@ pub use log::{LogLine, parse_line, read_log};
 pub use process::{Process, health_addr_from_log};
 pub use publisher::{Addresses, RunningPublisher};
 pub use system::{PUBLISHER_ID, TestSystem};
+pub use tmpfs::Tmpfs;
 pub use wait::{PATIENCE, wait_until};
