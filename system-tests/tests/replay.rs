@@ -708,3 +708,48 @@ async fn a_stopped_subscriber_costs_the_publisher_only_its_backlog_budget_and_ca
     let acked: Vec<Acked> = warm.into_iter().chain(away).collect();
     assert_logged_exactly(&system.read_log(), &acked);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_stopped_through_300_000_events_gets_them_all_and_the_publisher_stays_in_budget()
+ {
+    // Arrange: the default budget (MAX_SUBSCRIBER_BACKLOG_BYTES, 16 MiB) and small events,
+    // as the issue states it: 300 000 of them, far more than the budget and the kernel's
+    // socket buffers hold.
+    let system = TestSystem::new();
+    let publisher = system.start_publisher().await;
+    let subscriber = system.start_subscriber(&[]);
+    let warm = publish(system.api(), "warm", 100).await;
+    until_lines(&system, 100, PATIENCE).await;
+    let resident_before = memory(publisher.id(), "VmRSS");
+
+    // Act
+    subscriber.pause();
+    let away = publish(system.api(), "stopped", 300_000).await;
+    let metrics = system.api().metrics().await;
+    let peak = memory(publisher.id(), "VmHWM");
+    subscriber.resume();
+
+    // Assert: memory grew by the window and the budget, not by a queue for the stopped
+    // subscriber; then every event is logged once, in order, with no gap line.
+    let window = metrics
+        .value("replay_window_bytes")
+        .unwrap_or_else(|| panic!("no replay_window_bytes in:\n{}", metrics.0))
+        as u64;
+    let grown = peak.saturating_sub(resident_before);
+    let budget = 16 * 1024 * 1024;
+    assert!(
+        grown < window + budget + MEMORY_SLACK,
+        "the publisher's memory grew by {} MiB while a subscriber was stopped; the window \
+         holds {} MiB",
+        grown >> 20,
+        window >> 20
+    );
+    let last = away.last().expect("events were published");
+    let log = system.log_path();
+    wait_until("the last event in the log", BULK, async || {
+        tail_contains(&log, &format!("#{} ", last.seq), 4096).then_some(())
+    })
+    .await;
+    let acked: Vec<Acked> = warm.into_iter().chain(away).collect();
+    assert_logged_exactly(&system.read_log(), &acked);
+}
