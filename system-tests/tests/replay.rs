@@ -22,7 +22,7 @@ use zeromq::{DealerSocket, RouterSocket, Socket, SocketRecv, SocketSend, ZmqMess
 const AT_ONCE: usize = 24;
 /// How long a large batch may take to be published, or logged: a bound for a failing test,
 /// generous because two cores may be running other tests (or builds) at the same time.
-const BULK: Duration = Duration::from_secs(120);
+const BULK: Duration = Duration::from_secs(300);
 
 /// One acknowledged event: the number its HTTP answer named and the param it carried.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
