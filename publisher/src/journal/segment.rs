@@ -84,8 +84,11 @@ impl Kept {
         self.segments.iter().map(|s| s.bytes).sum()
     }
 
-    /// A new segment being written from now on.
+    /// A new segment being written from now on. A segment of the same name (one a run before
+    /// began and wrote nothing to, since the numbers are the same) is the file just begun
+    /// again: it is no longer an old one to be pruned.
     pub fn push(&mut self, segment: Segment) {
+        self.segments.retain(|s| s.path != segment.path);
         self.segments.push_back(segment);
     }
 
@@ -156,6 +159,26 @@ mod tests {
         assert_eq!(kept.prune(0, Duration::from_secs(3600)), 1);
         assert_eq!(kept.len(), 1, "the segment being written stays");
         assert!(path(dir.path(), 3).exists());
+    }
+
+    #[test]
+    fn a_segment_begun_again_under_its_old_name_is_never_pruned_as_an_old_one() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), 1, 10);
+        write(dir.path(), 5, 10);
+        let mut kept = Kept::new(list(dir.path()).unwrap());
+        kept.push(Segment {
+            path: path(dir.path(), 5),
+            first_seq: 5,
+            bytes: 10,
+            modified: SystemTime::now(),
+        });
+        assert_eq!(kept.len(), 2);
+        assert_eq!(kept.prune(0, Duration::ZERO), 1);
+        assert!(
+            path(dir.path(), 5).exists(),
+            "the segment being written stays"
+        );
     }
 
     #[test]
