@@ -69,7 +69,9 @@ def check_log(log, stats):
 
 
 def variant_env(name, workdir):
-    """What a run adds to both servers' environment: (c) no guard, (d) message tags."""
+    """What a run adds to both servers' environment: (c) no guard (GUARD_DISABLED reaches the
+    subscriber too, so neither the publisher's sockets nor the subscriber's are guarded),
+    (d) message tags."""
     if name == "unguarded":
         return {"GUARD_DISABLED": "true"}
     if name == "keyed":

@@ -1,11 +1,15 @@
-//! Binding a zeromq socket behind the socket guard (design §7): the socket itself binds on an
-//! internal loopback port, and the guard listens on the configured address, checks what each
-//! peer sends before the library sees it, bounds what a peer may leave unread, and caps the
-//! peers. Every socket a binary binds goes through [`bind_guarded`].
+//! Putting a zeromq socket behind the socket guard (design §7), so that what a peer sends is
+//! checked before the library sees it and what a peer leaves unread is bounded.
+//!
+//! - A socket the process binds ([`bind_guarded`]) binds on an internal loopback port; the
+//!   guard listens on the configured address and caps the peers.
+//! - A socket the process connects ([`connect_guarded`], [`guard_remote`]) connects to the
+//!   guard's own loopback listener; the guard connects to the configured address for each
+//!   connection the socket makes, so the library's reconnects reach the remote afresh.
 
 use anyhow::Context;
-use guard::{Guard, Limits};
-use zeromq::Socket;
+use guard::{Guard, GuardError, Limits};
+use zeromq::{Socket, ZmqError};
 
 /// The guard's limits as flags; every binary takes them.
 #[derive(Debug, Clone, clap::Args)]
@@ -19,8 +23,8 @@ pub struct GuardArgs {
     #[arg(long, env = "MAX_PEERS", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub max_peers: u64,
 
-    /// Bind the ZMQ sockets directly, with no guard in front (only to measure what the guard
-    /// costs: unguarded, one hostile packet can abort the process).
+    /// Bind and connect the ZMQ sockets directly, with no guard in front (only to measure what
+    /// the guard costs: unguarded, one hostile packet can abort the process).
     #[arg(long, env = "GUARD_DISABLED", hide = true, default_value_t = false)]
     pub disabled: bool,
 }
@@ -38,10 +42,12 @@ impl GuardArgs {
     }
 }
 
-/// A socket's guard and the address peers reach it on.
+/// A socket's guard and the address it listens on.
 #[must_use = "dropping the guard closes the socket to its peers"]
+#[derive(Debug)]
 pub struct Guarded {
-    /// The address the guard listens on, as a zeromq endpoint (`tcp://IP:PORT`).
+    /// Bind side: the address peers reach the socket on. Connect side: the address the socket
+    /// connects to. Both as a zeromq endpoint (`tcp://IP:PORT`); unguarded, the configured one.
     pub endpoint: String,
     /// Keeps relaying while it lives; hold it as long as the socket. `None`: unguarded.
     pub guard: Option<Guard>,
@@ -78,4 +84,51 @@ pub async fn bind_guarded<S: Socket>(
         endpoint: format!("tcp://{}", guard.local_addr()),
         guard: Some(guard),
     })
+}
+
+/// Why a socket could not be connected through its guard.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The guard could not start (a malformed remote endpoint, no loopback port free).
+    #[error(transparent)]
+    Guard(#[from] GuardError),
+    /// The socket could not connect, or its handshake with the remote failed.
+    #[error(transparent)]
+    Connect(#[from] ZmqError),
+}
+
+/// Starts a connect-side guard named `name` in front of `remote` (`tcp://host:port`; the host
+/// is resolved at each connection): the returned [`Guarded::endpoint`] is the guard's
+/// loopback listener, for the socket to connect to. With no `limits` no guard is started and
+/// the endpoint is `remote` itself.
+pub async fn guard_remote(
+    remote: &str,
+    limits: Option<Limits>,
+    name: &'static str,
+) -> Result<Guarded, GuardError> {
+    let Some(limits) = limits else {
+        return Ok(Guarded {
+            endpoint: remote.to_owned(),
+            guard: None,
+        });
+    };
+    let guard = Guard::connect_side(remote, limits, name).await?;
+    Ok(Guarded {
+        endpoint: guard.local_endpoint(),
+        guard: Some(guard),
+    })
+}
+
+/// Connects `socket` to `remote` through a connect-side guard named `name` (see
+/// [`guard_remote`]); keep the returned guard as long as the socket. A failed connect drops the
+/// guard again.
+pub async fn connect_guarded<S: Socket>(
+    socket: &mut S,
+    remote: &str,
+    limits: Option<Limits>,
+    name: &'static str,
+) -> Result<Guarded, ConnectError> {
+    let guarded = guard_remote(remote, limits, name).await?;
+    socket.connect(&guarded.endpoint).await?;
+    Ok(guarded)
 }

@@ -5,7 +5,7 @@
 mod guarded;
 pub mod health;
 
-pub use guarded::{GuardArgs, Guarded, bind_guarded};
+pub use guarded::{ConnectError, GuardArgs, Guarded, bind_guarded, connect_guarded, guard_remote};
 
 use anyhow::Context;
 use std::io::IsTerminal;

@@ -2,7 +2,9 @@
 //! per event to the log file (design §5), each exactly once and in order per (publisher,
 //! epoch), or a gap line naming what is missing and why (design §6). Heartbeats are read,
 //! never written: they reveal events that did not arrive and whether the publisher serves
-//! replay; a DEALER per publisher asks its replay endpoint for what is missing.
+//! replay; a DEALER per publisher asks its replay endpoint for what is missing. Both sockets
+//! connect through a socket guard (design §7), so no publisher can make them allocate
+//! without bound.
 //!
 //! | module | what it holds |
 //! |---|---|
@@ -49,6 +51,9 @@ const ASKS_CAPACITY: usize = 64;
 const HEARTBEAT_WAIT: Duration = Duration::from_secs(3);
 /// Live events held per publisher while a hole before them is filled.
 const MAX_HELD: usize = 50_000;
+/// What the guards in front of the SUB and DEALER sockets hold of what the subscriber sends a
+/// publisher that does not read it (subscriptions and replay requests: a few bytes).
+const GUARD_OUTBOUND_BUDGET_BYTES: usize = 1024 * 1024;
 
 /// Runs until `shutdown` resolves (or the log file cannot be written), then writes out
 /// everything received and returns. SIGHUP reopens the log file by its path.
@@ -83,14 +88,16 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         plumbing::default_instance_id(),
         std::process::id()
     ));
+    let limits = config.common.guard.limits(GUARD_OUTBOUND_BUDGET_BYTES);
     let mut tasks = tokio::task::JoinSet::new();
     let mut asks = Vec::new();
     for (index, endpoints) in publishers.into_iter().enumerate() {
-        let (codec, arrivals, rejects, stop) = (
+        let (codec, arrivals, rejects, stop, limits) = (
             codec.clone(),
             arrivals.clone(),
             rejects.clone(),
             stop.clone(),
+            limits.clone(),
         );
         if let Some(endpoint) = endpoints.replay {
             let (ask, asked) = mpsc::channel(ASKS_CAPACITY);
@@ -105,13 +112,15 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
                 arrivals: arrivals.clone(),
                 rejects: rejects.clone(),
                 stop: stop.clone(),
+                limits: limits.clone(),
             };
             tasks.spawn(client.run());
         } else {
             asks.push(None);
         }
         tasks.spawn(async move {
-            receive::receive(index, endpoints.events, codec, arrivals, &rejects, stop).await;
+            let events = endpoints.events;
+            receive::receive(index, events, codec, arrivals, &rejects, stop, limits).await;
         });
     }
     drop(arrivals);

@@ -1,15 +1,30 @@
 //! One task per publisher event endpoint: owns a SUB socket, keeps it connected, decodes what
 //! arrives and passes it to the log writer, saying which endpoint it came from (its replay is
 //! asked from the paired replay endpoint). Undecodable messages are counted and dropped.
+//!
+//! The SUB connects through a connect-side guard (`events-in`), which checks what the
+//! publisher sends before the library sees it. The guard closes the socket's connection when
+//! the publisher cannot be reached or is cut, so the first connect is retried here (with a
+//! capped backoff) and later ones are the library's own reconnects, through the same guard.
 
 use crate::writer::Arrival;
+use guard::Limits;
 use plumbing::Rejects;
+use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use wire::Codec;
 use zeromq::{Socket, SocketOptions, SocketRecv, SubSocket};
 
-/// Receives from `endpoint` (pair number `index`) until `stop` is cancelled or the writer is gone.
+/// Pause after the first failed connect; it doubles up to [`MAX_RETRY_DELAY`].
+const FIRST_RETRY_DELAY: Duration = Duration::from_millis(100);
+/// Longest pause between two connects.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(2);
+/// While the publisher stays away, one failed connect in this many is logged.
+const LOG_EVERY_ATTEMPTS: u64 = 30;
+
+/// Receives from `endpoint` (pair number `index`) until `stop` is cancelled or the writer is
+/// gone; behind a guard with `limits` (`None`: connected directly).
 pub async fn receive(
     index: usize,
     endpoint: String,
@@ -17,19 +32,40 @@ pub async fn receive(
     arrivals: mpsc::Sender<Arrival>,
     rejects: &Rejects,
     stop: CancellationToken,
+    limits: Option<Limits>,
 ) {
+    // Held as long as the socket: dropping it would close the socket's connection for good.
+    let guarded = match plumbing::guard_remote(&endpoint, limits, "events-in").await {
+        Ok(guarded) => guarded,
+        Err(e) => {
+            tracing::error!(%endpoint, cause = %e, "cannot guard the event endpoint");
+            return;
+        }
+    };
     let mut options = SocketOptions::default();
     // The publisher may start later than us, or never: wait for it as long as we run.
     options.no_connect_timeout();
     let mut socket = SubSocket::with_options(options);
-    tokio::select! {
-        connected = socket.connect(&endpoint) => {
-            if let Err(e) = connected {
-                tracing::error!(%endpoint, cause = %e, "cannot connect");
-                return;
+    let mut delay = FIRST_RETRY_DELAY;
+    for attempt in 1u64.. {
+        let connected = tokio::select! {
+            connected = socket.connect(&guarded.endpoint) => connected,
+            () = stop.cancelled() => return,
+        };
+        match connected {
+            Ok(()) => break,
+            // Unguarded, the library itself waits for a publisher that is not there yet; a
+            // guard accepts at once and closes when it cannot reach it, which ends up here.
+            Err(e) if attempt == 1 || attempt % LOG_EVERY_ATTEMPTS == 0 => {
+                tracing::info!(%endpoint, attempt, cause = %e, "publisher not reachable yet; retrying");
             }
+            Err(e) => tracing::debug!(%endpoint, attempt, cause = %e, "connect failed"),
         }
-        () = stop.cancelled() => return,
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = stop.cancelled() => return,
+        }
+        delay = (delay * 2).min(MAX_RETRY_DELAY);
     }
     // Every topic, heartbeats included: the writer needs them to notice lost events.
     if let Err(e) = socket.subscribe("").await {

@@ -7,11 +7,14 @@
 //! while it connects it still takes asks (the latest per publisher is sent once connected).
 //! Frames: the request goes out as the codec makes it (topic, envelope, tag) with no empty
 //! delimiter frame; the ROUTER sees the DEALER's identity frame first and answers the same way.
+//! Each socket connects through a connect-side guard of its own (`replay-in`), which checks
+//! what the publisher sends before the library sees it and goes with the socket.
 
 use crate::streams::Ask;
 use crate::writer::Arrival;
 use futures::StreamExt;
-use plumbing::Rejects;
+use guard::Limits;
+use plumbing::{Guarded, Rejects};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -52,11 +55,15 @@ pub struct Client {
     pub rejects: Arc<Rejects>,
     /// Stops the task.
     pub stop: CancellationToken,
+    /// What the guard in front of each socket enforces; `None`: connected directly.
+    pub limits: Option<Limits>,
 }
 
 struct Link {
     socket: DealerSocket,
     events: futures::channel::mpsc::Receiver<SocketEvent>,
+    /// The socket's guard: relays while the link lives, closed with it.
+    _guard: Guarded,
 }
 
 enum Wake {
@@ -92,7 +99,12 @@ impl Client {
             let events = socket.monitor();
             let endpoint = self.endpoint.clone();
             let outcome = {
-                let connecting = socket.connect(&endpoint);
+                let connecting = plumbing::connect_guarded(
+                    &mut socket,
+                    &endpoint,
+                    self.limits.clone(),
+                    "replay-in",
+                );
                 tokio::pin!(connecting);
                 loop {
                     let wake = tokio::select! {
@@ -108,9 +120,13 @@ impl Client {
                 }
             };
             match outcome {
-                Ok(()) => {
+                Ok(guard) => {
                     tracing::info!(%endpoint, attempt, "replay endpoint connected");
-                    return Some(Link { socket, events });
+                    return Some(Link {
+                        socket,
+                        events,
+                        _guard: guard,
+                    });
                 }
                 Err(e) if attempt == 1 || attempt % 30 == 0 => {
                     tracing::info!(%endpoint, attempt, cause = %e, "replay endpoint not reachable yet; retrying");

@@ -1,9 +1,14 @@
 //! ZMTP 3.0 written by hand, for tests that play a hostile or broken peer over raw TCP: the
-//! greeting, the NULL handshake, frames and bare frame headers.
+//! greeting, the NULL handshake, frames and bare frame headers; and [`FakePeer`], a listener
+//! that plays a hostile publisher to the workers that connect to it.
 
+use crate::wait::{PATIENCE, wait_until};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::{JoinHandle, JoinSet};
 
 const MORE: u8 = 0b001;
 const LONG: u8 = 0b010;
@@ -86,4 +91,57 @@ pub async fn send_and_see_cut(endpoint: &str, bytes: &[u8], within: Duration) ->
         }
     };
     tokio::time::timeout(within, closed).await.is_ok()
+}
+
+/// A fake peer listening where a worker connects (a publisher's address): it sends every
+/// connection it accepts the same bytes at once, then reads and drops whatever comes until the
+/// other side closes. Dropping it stops listening and closes every connection.
+pub struct FakePeer {
+    task: JoinHandle<()>,
+    accepted: Arc<AtomicUsize>,
+}
+
+impl FakePeer {
+    /// Listens on `endpoint` (`tcp://host:port`) and greets each connection with `bytes`. The
+    /// port may just have been left by a publisher, so a bind that finds it in use is retried
+    /// (within [`PATIENCE`]).
+    pub async fn listen(endpoint: &str, bytes: Vec<u8>) -> FakePeer {
+        let address = endpoint.trim_start_matches("tcp://").to_owned();
+        let what = format!("{address} free for a fake peer");
+        let listener = wait_until(&what, PATIENCE, async || {
+            TcpListener::bind(address.as_str()).await.ok()
+        })
+        .await;
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let task = tokio::spawn(serve(listener, bytes, Arc::clone(&accepted)));
+        FakePeer { task, accepted }
+    }
+
+    /// Connections accepted so far.
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for FakePeer {
+    fn drop(&mut self) {
+        // Dropping the task drops the listener and the set of connections with it.
+        self.task.abort();
+    }
+}
+
+async fn serve(listener: TcpListener, bytes: Vec<u8>, accepted: Arc<AtomicUsize>) {
+    let mut connections = JoinSet::new();
+    while let Ok((mut stream, _)) = listener.accept().await {
+        accepted.fetch_add(1, Ordering::Relaxed);
+        while connections.try_join_next().is_some() {}
+        let bytes = bytes.clone();
+        connections.spawn(async move {
+            if stream.write_all(&bytes).await.is_err() {
+                return;
+            }
+            let mut sink = vec![0u8; 16 * 1024];
+            while let Ok(1..) = stream.read(&mut sink).await {}
+        });
+    }
 }

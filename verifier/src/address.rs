@@ -6,8 +6,13 @@
 //! host name therefore looks the name up again every few seconds and starts afresh when the
 //! address it is connected to is no longer among the answers. Endpoints given as IP addresses
 //! are not watched; a failed or empty lookup changes nothing.
+//!
+//! Behind the socket guard the library sees only the guard's loopback listener, never the
+//! publisher's address; so a guarded connection [`resolve`]s the name itself, gives the guard
+//! one literal address, and watches that one.
 
 use std::future::Future;
+use std::io;
 use std::net::IpAddr;
 use std::time::Duration;
 use zeromq::{Endpoint, Host};
@@ -48,6 +53,29 @@ pub fn watch(
     })
 }
 
+/// The literal addresses to try for `configured`, in the resolver's order: each address its
+/// host name resolves to now, or `configured` itself when it names an IP address (or is not a
+/// TCP endpoint). A failed or empty lookup is an error, like a failed connect.
+pub async fn resolve(configured: &str) -> io::Result<Vec<Endpoint>> {
+    let endpoint = configured
+        .parse::<Endpoint>()
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+    let Endpoint::Tcp(Host::Domain(name), port) = &endpoint else {
+        return Ok(vec![endpoint]);
+    };
+    let resolved: Vec<Endpoint> = tokio::net::lookup_host((name.as_str(), *port))
+        .await?
+        .map(Endpoint::from_tcp_addr)
+        .collect();
+    if resolved.is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("{name} resolves to no address"),
+        ));
+    }
+    Ok(resolved)
+}
+
 /// Whether a fresh lookup shows the connected address is gone (an empty answer proves nothing).
 pub fn has_moved(connected: IpAddr, resolved: &[IpAddr]) -> bool {
     !resolved.is_empty() && !resolved.contains(&connected)
@@ -78,6 +106,25 @@ mod tests {
         assert!(watch("tcp://publisher:4445", &peer, every).is_some());
         let ipc: Endpoint = "ipc:///tmp/x".parse().expect("endpoint");
         assert!(watch("tcp://publisher:4445", &ipc, every).is_none());
+    }
+
+    #[tokio::test]
+    async fn a_host_name_resolves_to_literal_addresses_and_an_ip_address_to_itself() {
+        let resolved = resolve("tcp://localhost:4445")
+            .await
+            .expect("localhost resolves");
+        assert!(!resolved.is_empty());
+        for endpoint in &resolved {
+            assert!(
+                matches!(endpoint, Endpoint::Tcp(Host::Ipv4(_) | Host::Ipv6(_), 4445)),
+                "{endpoint}"
+            );
+        }
+        let literal = resolve("tcp://127.0.0.1:4445").await.expect("no lookup");
+        assert_eq!(
+            literal,
+            vec!["tcp://127.0.0.1:4445".parse().expect("endpoint")]
+        );
     }
 
     #[tokio::test]

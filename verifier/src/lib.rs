@@ -7,9 +7,10 @@
 //! links survive publisher restarts; shutdown finishes the tasks in flight.
 //!
 //! Inside (private modules): `link` serves one publisher — connect, serve, drain;
-//! `connection` holds its two sockets and the ways a connection is lost; `backoff` the pauses
-//! between attempts; `in_flight` the budget of tasks taken, their tickets and generations;
-//! `health` what the health port (`HEALTH_ADDR`) shows — metrics described, readiness.
+//! `connection` holds its two sockets, each behind a socket guard (design §7), and the ways a
+//! connection is lost; `backoff` the pauses between attempts; `in_flight` the budget of tasks
+//! taken, their tickets and generations; `health` what the health port (`HEALTH_ADDR`) shows —
+//! metrics described, readiness.
 
 pub mod address;
 mod backoff;
@@ -40,6 +41,11 @@ use wire::{Codec, SharedKeyError};
 /// Tasks a verifier takes per worker thread before it has answered them: enough to keep the
 /// workers busy between two reads, few enough that a verifier never hoards work.
 pub const IN_FLIGHT_PER_WORKER: usize = 8;
+
+/// What the guard in front of a result socket holds of verdicts and heartbeats a publisher
+/// does not read; past it the connection is cut and made afresh (the publisher sends the tasks
+/// of lost verdicts again).
+const GUARD_OUTBOUND_BUDGET_BYTES: usize = 8 * 1024 * 1024;
 
 /// Why the verifier could not start or stopped abnormally.
 #[derive(Debug, thiserror::Error)]
@@ -100,6 +106,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         budget: Budget::new(in_flight_limit),
         heartbeat_interval: config.heartbeat_interval,
         status,
+        guard_limits: config.common.guard.limits(GUARD_OUTBOUND_BUDGET_BYTES),
     });
 
     let stop = CancellationToken::new();

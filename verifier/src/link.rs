@@ -8,12 +8,13 @@
 use crate::address;
 use crate::backoff::Backoff;
 use crate::config::PublisherEndpoints;
-use crate::connection::{Connection, Lost, Side};
+use crate::connection::{Connection, Lost, OpenError, Side};
 use crate::health::Status;
 use crate::in_flight::{Budget, Done, InFlight, Reservation};
 use crate::keys::KeyRing;
 use crate::pool::Pool;
 use futures::StreamExt;
+use guard::Limits;
 use plumbing::Rejects;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,7 +22,7 @@ use tokio::task::JoinSet;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 use wire::{Codec, KeyInfo, Origin, Reply, VerifierHeartbeat, VerifyTask};
-use zeromq::{SocketEvent, ZmqError, ZmqMessage};
+use zeromq::{SocketEvent, ZmqMessage};
 
 /// On shutdown, how long tasks in flight may take to finish and be pushed.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -49,6 +50,8 @@ pub(crate) struct Shared {
     pub heartbeat_interval: Duration,
     /// What `/readyz` is decided from: which links are connected.
     pub status: Arc<Status>,
+    /// What the guards in front of each link's sockets enforce; `None`: connected directly.
+    pub guard_limits: Option<Limits>,
 }
 
 /// The verifier's end of one publisher.
@@ -127,7 +130,7 @@ impl Link {
         let mut attempts: u32 = 0;
         loop {
             attempts = attempts.saturating_add(1);
-            let open = Connection::open(&self.endpoints);
+            let open = Connection::open(&self.endpoints, self.shared.guard_limits.as_ref());
             match self.in_flight.wait_discarding(&self.shutdown, open).await? {
                 Ok(connection) => {
                     tracing::info!(
@@ -148,7 +151,7 @@ impl Link {
     }
 
     /// Logs a failed attempt: the first and then one in [`WARN_EVERY_ATTEMPTS`] where it shows.
-    fn attempt_failed(&self, attempts: u32, error: &ZmqError) {
+    fn attempt_failed(&self, attempts: u32, error: &OpenError) {
         let (tasks, results) = (&self.endpoints.tasks, &self.endpoints.results);
         if attempts == 1 {
             tracing::info!(
@@ -181,7 +184,8 @@ impl Link {
                 () = self.shutdown.cancelled() => return Ok(()),
                 Some(done) = self.in_flight.recv() => self.deliver(connection, done).await?,
                 Some((side, event)) = connection.events.next() => {
-                    self.socket_event(side, event, &mut watchers)?;
+                    let guarded_to = connection.remote(side).cloned();
+                    self.socket_event(side, event, guarded_to, &mut watchers)?;
                 }
                 _ = heartbeat.tick() => self.heartbeat(connection).await?,
                 Some(Ok(moved)) = watchers.join_next() => return Err(Lost::AddressMoved(moved)),
@@ -223,16 +227,19 @@ impl Link {
     }
 
     /// What one socket event means: a closed connection is lost; a connection made through a
-    /// host name has its name watched.
+    /// host name has its name watched — for the address the side's guard relays to,
+    /// `guarded_to`, since the library sees only the guard; else for the peer it reports.
     fn socket_event(
         &self,
         side: Side,
         event: SocketEvent,
+        guarded_to: Option<zeromq::Endpoint>,
         watchers: &mut JoinSet<String>,
     ) -> Result<(), Lost> {
         match event {
             SocketEvent::Disconnected(_) => return Err(Lost::Closed { side }),
             SocketEvent::Connected(peer, _) => {
+                let peer = guarded_to.unwrap_or(peer);
                 tracing::debug!(socket = side.name(), %peer, "connected");
                 let configured = match side {
                     Side::Tasks => &self.endpoints.tasks,
