@@ -55,6 +55,8 @@ impl Publisher {
     pub async fn bind(config: Config) -> anyhow::Result<Self> {
         // The recorder first: counters taken before it is installed count nowhere.
         metrics::handle();
+        metrics::describe();
+        metrics::start_upkeep();
         let codec = config.common.codec()?;
         let http_limits = config.http_limits().map_err(anyhow::Error::msg)?;
         // Nothing is published with events disabled, so nothing is journaled either.

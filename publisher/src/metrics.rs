@@ -33,6 +33,127 @@ pub fn handle() -> &'static PrometheusHandle {
     })
 }
 
+/// Every series the publisher (and its guards) records, with its help text. The ones without
+/// labels are registered at zero, so a dashboard sees them before anything happened.
+pub fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
+    const PLAIN_COUNTERS: &[(&str, &str)] = &[
+        (
+            "http_requests_shed_total",
+            "Requests answered 503 at once past MAX_CONCURRENT_REQUESTS.",
+        ),
+        (
+            "http_requests_timed_out_total",
+            "Requests cut at REQUEST_TIMEOUT.",
+        ),
+        (
+            "http_accept_errors_total",
+            "Errors accepting HTTP connections (out of file descriptors, say).",
+        ),
+        (
+            "tasks_sent_total",
+            "Verification tasks sent for the first time.",
+        ),
+        (
+            "tasks_resent_total",
+            "Verification tasks sent again after their deadline or an error verdict.",
+        ),
+        (
+            "tasks_failed_total",
+            "Signature requests ended as error after their last attempt.",
+        ),
+        (
+            "tasks_duplicate_results_total",
+            "Late or duplicate verdicts, ignored.",
+        ),
+        (
+            "tasks_send_skipped_total",
+            "Task sends skipped because the outbox was full (the deadline re-sends).",
+        ),
+        ("replay_requests_total", "Replay requests answered."),
+        (
+            "replay_requests_dropped_total",
+            "Replay requests dropped (undecodable, untagged, or too many at once).",
+        ),
+        ("events_replayed_total", "Events sent again by replay."),
+        ("journal_fsyncs_total", "fdatasync calls of the journal."),
+        ("journal_events_total", "Events written to the journal."),
+        ("journal_bytes_total", "Bytes written to the journal."),
+        (
+            "journal_write_errors_total",
+            "Journal writes that failed (and were retried).",
+        ),
+        (
+            "journal_segments_deleted_total",
+            "Old journal segments deleted by size or age.",
+        ),
+        (
+            "journal_damage_total",
+            "Damaged places in the journal repaired at start.",
+        ),
+    ];
+    for &(name, help) in PLAIN_COUNTERS {
+        describe_counter!(name, help);
+        metrics::counter!(name).absolute(0);
+    }
+    describe_counter!("http_requests_total", "HTTP requests by route and status.");
+    describe_counter!(
+        "events_published_total",
+        "Events sent on the PUB socket, by topic."
+    );
+    describe_counter!(
+        "tasks_completed_total",
+        "Signature requests ended by a verdict, by status."
+    );
+    describe_counter!(
+        "messages_rejected_total",
+        "ZMQ messages dropped as undecodable, by socket."
+    );
+    describe_counter!(
+        "guard_connections_total",
+        "Connections the socket guards accepted, by socket."
+    );
+    describe_counter!(
+        "guard_cut_total",
+        "Connections the socket guards cut, by socket and reason."
+    );
+    describe_gauge!(
+        "guard_connections_active",
+        "Connections open through each socket guard."
+    );
+    describe_gauge!("replay_window_events", "Events held in the replay window.");
+    describe_gauge!("replay_window_bytes", "Bytes held in the replay window.");
+    describe_gauge!("journal_segments", "Journal segments kept.");
+    describe_histogram!(
+        "verification_seconds",
+        "Time from a task's first send to its verdict."
+    );
+    describe_histogram!(
+        "journal_batch_events",
+        "Events per journal write (group commit)."
+    );
+}
+
+/// How often histogram samples are folded into their buckets and summaries.
+const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Folds histogram samples every few seconds on a task of the current runtime, once per
+/// process: the recorder otherwise keeps every sample until `/metrics` is read, so a
+/// publisher nobody scrapes would grow by one sample per verification and journal write.
+pub fn start_upkeep() {
+    static STARTED: OnceLock<()> = OnceLock::new();
+    STARTED.get_or_init(|| {
+        let handle = handle();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(UPKEEP_EVERY);
+            loop {
+                every.tick().await;
+                handle.run_upkeep();
+            }
+        });
+    });
+}
+
 /// Counts every request by its route template and answer status.
 pub async fn count_requests(request: Request, next: Next) -> Response {
     let route = request

@@ -149,3 +149,26 @@ async fn health_is_reported() {
 
     assert_eq!(status, 200);
 }
+
+#[tokio::test]
+async fn metrics_are_described_and_the_plain_counters_are_there_at_zero_from_the_start() {
+    // Arrange
+    let app = spawn_app(&[]).await;
+
+    // Act
+    let metrics = app.api.metrics().await;
+
+    // Assert
+    for series in [
+        "tasks_sent_total",
+        "journal_fsyncs_total",
+        "http_requests_shed_total",
+    ] {
+        assert_eq!(metrics.value(series), Some(0.0), "{series}:\n{}", metrics.0);
+        assert!(
+            metrics.contains(&format!("# HELP {series} ")),
+            "{series}:\n{}",
+            metrics.0
+        );
+    }
+}
