@@ -415,3 +415,30 @@ async fn a_publisher_restarted_under_running_verifiers_gets_them_back_by_themsel
         assert_eq!(by.len(), 2, "both verifiers work again: {by:?}");
     }
 }
+
+#[tokio::test]
+async fn get_keys_lists_the_key_ids_the_verifiers_have_loaded() {
+    // Arrange: two keys of different sizes in the verifier's KEYS_DIR.
+    let system = TestSystem::new();
+    system.keys.key("alice");
+    let big = system.keys.private_key("bob", 3072);
+    system.keys.publish_spki(&big, "bob");
+    let _publisher = system.start_publisher().await;
+    let _verifier = system.start_verifier("v1");
+    system.until_verifiers(1).await;
+
+    // Act
+    let (status, keys) = system.api().get_json("/keys").await;
+
+    // Assert
+    assert_eq!(status, 200, "{keys}");
+    assert_eq!(keys["verifiers"], 1, "{keys}");
+    assert_eq!(
+        keys["keys"],
+        serde_json::json!([
+            {"id": "alice", "signature_bytes": 256},
+            {"id": "bob", "signature_bytes": 384},
+        ]),
+        "{keys}"
+    );
+}

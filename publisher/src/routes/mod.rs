@@ -4,6 +4,7 @@
 
 mod downcase;
 mod health;
+mod keys;
 mod signatures;
 
 use crate::config::HttpLimits;
@@ -37,6 +38,7 @@ pub fn router(state: AppState, limits: &HttpLimits) -> Router {
         .route("/downcase/", get(downcase::downcase).head(downcase::head))
         .route("/signatures", post(signatures::submit))
         .route("/signatures/{id}", get(signatures::status))
+        .route("/keys", get(keys::keys))
         .route_layer(bounded);
     let probes = Router::new()
         .route("/healthz", get(health::healthz))
