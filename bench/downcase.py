@@ -16,6 +16,8 @@ alternate (a b, b a, a b ...) so drift on a shared machine falls on both alike.
   (b) baseline  the publisher alone, EVENTS_DISABLED=true: same router, nothing published.
   --costs adds (c) unguarded: the system with GUARD_DISABLED=true (no socket guard), and
                 (d) keyed: the system with SHARED_KEY_FILE set (every message tagged).
+  --anchor adds (f) anchor: a bare axum /downcase (publisher/examples/bare_downcase.rs: the same
+                JSON answer, nothing published, no limits), the figure the system is held to.
   --journal adds (e) journaled: the system with JOURNAL_DIR set (JOURNAL_SYNC=always, group
                 commit), with its fsyncs per second and events per fsync from /metrics.
 
@@ -28,6 +30,7 @@ and CPU/req is the steadier figure. The issue's target is req/s (a)/(b) >= 0.85.
 
 import os
 import re
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -87,11 +90,12 @@ def one_round(args, name, workdir, script):
     """Starts one configuration, loads it with wrk, checks the log, stops it; returns the
     figures."""
     children = []
-    system = name != "baseline"
+    system = name not in ("baseline", "anchor")
     try:
         extra = variant_env(name, workdir)
         env = {**common.PUBLISHER_ENV, "EVENTS_DISABLED": str(not system).lower(), **extra}
-        servers = {"publisher": common.start(children, workdir, "publisher", env)}
+        program = "examples/bare_downcase" if name == "anchor" else "publisher"
+        servers = {"publisher": common.start(children, workdir, program, env, "publisher")}
         bound = common.wait_for("the publisher",
                                 lambda: common.listening(workdir / "publisher.stderr"))
         base, log = f"http://{bound['http']}/downcase?param=", workdir / "subscriber.log"
@@ -110,13 +114,14 @@ def one_round(args, name, workdir, script):
             common.wait_for("the publisher to answer", lambda: common.get(f"{base}warmup") == 200)
         pids = [p.pid for p in servers.values()]
         api = f"http://{bound['http']}"
-        fsyncs = common.metrics(api).get("journal_fsyncs_total", 0.0)
-        journaled = common.metrics(api).get("journal_events_total", 0.0)
+        journal = "JOURNAL_DIR" in extra
+        fsyncs = common.metrics(api).get("journal_fsyncs_total", 0.0) if journal else 0.0
+        journaled = common.metrics(api).get("journal_events_total", 0.0) if journal else 0.0
         before = common.clocks(pids)
         stats = common.run_wrk(args, f"{base}HeLLo", script)
         load = [b - a for a, b in zip(before, common.clocks(pids))]
-        after = common.metrics(api)
-        if "JOURNAL_DIR" in extra:
+        if journal:
+            after = common.metrics(api)
             seconds = stats["duration_us"] / 1e6
             stats["fsyncs_s"] = (after.get("journal_fsyncs_total", 0.0) - fsyncs) / seconds
             stats["events_fsync"] = ((after.get("journal_events_total", 0.0) - journaled)
@@ -155,10 +160,15 @@ def main():
     parser = common.parser(__doc__.split("\n")[0])
     parser.add_argument("--costs", action="store_true",
                         help="also (c) the system with no socket guard and (d) with message tags")
+    parser.add_argument("--anchor", action="store_true",
+                        help="also (f) a bare axum /downcase, the anchor the system is held to")
     parser.add_argument("--journal", action="store_true",
                         help="also (e) the system with the journal (JOURNAL_SYNC=always)")
     args = parser.parse_args()
     common.prepare(args, ["-p", "publisher", "-p", "subscriber"])
+    if args.anchor and not args.no_build:
+        subprocess.run(["cargo", "build", "--release", "-q", "-p", "publisher", "--example",
+                        "bare_downcase"], cwd=common.ROOT, check=True)
     print(f"wrk -t{args.threads} -c{args.connections} -d{args.duration}s, {args.rounds} rounds"
           f" of each interleaved, {os.cpu_count()} CPUs")
     print(ROW.format("round", "run", "req/s", "p50 ms", "p99 ms", "pub us/req", "sub us/ev",
@@ -166,6 +176,8 @@ def main():
     names = ("system", "unguarded", "keyed", "baseline") if args.costs else ("system", "baseline")
     if args.journal:
         names = names[:1] + ("journaled",) + names[1:]
+    if args.anchor:
+        names = names + ("anchor",)
     results = {name: [] for name in names}
     with tempfile.TemporaryDirectory(prefix="bench-downcase-") as tmp:
         script = Path(tmp) / "unique.lua"
@@ -192,6 +204,11 @@ def main():
             print(f"cost of {what}: req/s with/without {with_it['rps'] / without['rps']:.2f} "
                   f"(target >= 0.90), publisher CPU/req {with_it['pub_cpu'] / without['pub_cpu']:.2f},"
                   f" subscriber CPU/event {with_it['sub_cpu'] / without['sub_cpu']:.2f}")
+    if "anchor" in med:
+        ratio = a["rps"] / med["anchor"]["rps"]
+        print(f"(a)/(f), the system against bare axum: req/s {ratio:.2f} (target >= 0.85: "
+              f"{'met' if ratio >= 0.85 else 'NOT met'}), publisher CPU/req "
+              f"{a['pub_cpu'] / med['anchor']['pub_cpu']:.2f}")
     if "journaled" in med:
         j = med["journaled"]
         ratio = j["rps"] / a["rps"]
