@@ -36,6 +36,11 @@ pub struct Config {
     #[arg(long, env = "REPLAY_GIVE_UP", default_value = "10s", value_parser = plumbing::positive_duration)]
     pub replay_give_up: Duration,
 
+    /// Topic prefixes to log, comma-separated (e.g. `signature.,downcase`); unset or empty:
+    /// every topic. A prefix is not a word match: `signature` also takes `signatures.x`.
+    #[arg(long, env = "TOPICS", value_delimiter = ',')]
+    pub topics: Vec<String>,
+
     /// Events asked for per replay request; the next chunk is asked when one ends.
     #[arg(long, env = "REPLAY_CHUNK", default_value_t = 2000, value_parser = clap::value_parser!(u32).range(1..))]
     pub replay_chunk: u32,
@@ -105,6 +110,16 @@ pub enum ConfigError {
 }
 
 impl Config {
+    /// The topic prefixes to log; empty: every topic. Blank entries are dropped.
+    pub fn topic_prefixes(&self) -> Vec<String> {
+        self.topics
+            .iter()
+            .map(|t| t.trim())
+            .filter(|t| !t.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
+
     /// Pairs event and replay endpoints by position.
     pub fn publishers(&self) -> Result<Vec<PublisherEndpoints>, ConfigError> {
         let replay: Vec<&String> = self
@@ -210,6 +225,15 @@ mod tests {
             config.publishers().expect("pairs")[1].replay.as_deref(),
             Some("tcp://b:2")
         );
+    }
+
+    #[test]
+    fn topics_are_comma_separated_prefixes_and_blank_means_every_topic() {
+        let config = parse(&["--topics", "signature.,downcase"]).expect("parses");
+        assert_eq!(config.topic_prefixes(), ["signature.", "downcase"]);
+        assert!(parse(&[]).expect("parses").topic_prefixes().is_empty());
+        let blank = parse(&["--topics", ""]).expect("parses");
+        assert!(blank.topic_prefixes().is_empty());
     }
 
     #[test]

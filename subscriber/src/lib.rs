@@ -62,6 +62,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let reopen = reopen::on_sighup()?;
     let codec = config.common.codec()?;
     let publishers = config.publishers()?;
+    let topics = config.topic_prefixes();
     let (readiness, ready_state) = watch::channel(Err("reading the log back".to_owned()));
     let health =
         HealthServer::start(&config.health_addr, move || ready_state.borrow().clone()).await?;
@@ -107,6 +108,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
                 codec: codec.clone(),
                 origin: origin.clone(),
                 chunk: config.replay_chunk,
+                topics: topics.clone(),
                 timeout: config.replay_timeout,
                 asks: asked,
                 arrivals: arrivals.clone(),
@@ -118,9 +120,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         } else {
             asks.push(None);
         }
+        let topics = topics.clone();
         tasks.spawn(async move {
             let events = endpoints.events;
-            receive::receive(index, events, codec, arrivals, &rejects, stop, limits).await;
+            receive::receive(
+                index, &topics, events, codec, arrivals, &rejects, stop, limits,
+            )
+            .await;
         });
     }
     drop(arrivals);
@@ -131,13 +137,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         replay_timeout: config.replay_timeout,
         give_up: config.replay_give_up,
         max_held: MAX_HELD,
+        filtered: !topics.is_empty(),
     };
     let streams = streams::Streams::new(settings, recovered.resume);
     let positions = position::PositionFile::new(pos_path, recovered.positions);
     let writer = writer::Writer::new(log, streams, positions, asks, ready, reopen);
     let runtime = tokio::runtime::Handle::current();
     let mut writer = tokio::task::spawn_blocking(move || writer.run(queue, runtime));
-    tracing::info!(path = %config.log_file.display(), from = ?config.from, health = %health_addr, "subscriber running");
+    tracing::info!(path = %config.log_file.display(), from = ?config.from, ?topics, health = %health_addr, "subscriber running");
 
     tokio::select! {
         () = shutdown => {}

@@ -23,10 +23,13 @@ const MAX_RETRY_DELAY: Duration = Duration::from_secs(2);
 /// While the publisher stays away, one failed connect in this many is logged.
 const LOG_EVERY_ATTEMPTS: u64 = 30;
 
-/// Receives from `endpoint` (pair number `index`) until `stop` is cancelled or the writer is
-/// gone; behind a guard with `limits` (`None`: connected directly).
+/// Receives from `endpoint` (pair number `index`) the events whose topic starts with one of
+/// `topics` (every event when empty) until `stop` is cancelled or the writer is gone; behind a
+/// guard with `limits` (`None`: connected directly).
+#[allow(clippy::too_many_arguments)]
 pub async fn receive(
     index: usize,
+    topics: &[String],
     endpoint: String,
     codec: Codec,
     arrivals: mpsc::Sender<Arrival>,
@@ -67,12 +70,24 @@ pub async fn receive(
         }
         delay = (delay * 2).min(MAX_RETRY_DELAY);
     }
-    // Every topic, heartbeats included: the writer needs them to notice lost events.
-    if let Err(e) = socket.subscribe("").await {
-        tracing::error!(%endpoint, cause = %e, "cannot subscribe");
-        return;
+    // Heartbeats always: the writer needs them to notice lost events and to know whether
+    // the publisher serves replay.
+    let prefixes: Vec<&str> = if topics.is_empty() {
+        vec![""]
+    } else {
+        topics
+            .iter()
+            .map(String::as_str)
+            .chain([wire::HEARTBEAT_TOPIC])
+            .collect()
+    };
+    for prefix in &prefixes {
+        if let Err(e) = socket.subscribe(prefix).await {
+            tracing::error!(%endpoint, prefix, cause = %e, "cannot subscribe");
+            return;
+        }
     }
-    tracing::info!(%endpoint, "subscribed");
+    tracing::info!(%endpoint, ?topics, "subscribed");
     loop {
         let message = tokio::select! {
             m = socket.recv() => m,

@@ -45,6 +45,8 @@ pub struct Client {
     pub origin: Origin,
     /// Events asked for per request.
     pub chunk: u32,
+    /// Topic prefixes asked for (`TOPICS`); empty: every topic.
+    pub topics: Vec<String>,
     /// `REPLAY_TIMEOUT`: silence after a request that means the connection is no good.
     pub timeout: Duration,
     /// Asks from the writer.
@@ -218,7 +220,7 @@ impl Client {
             epoch: ask.epoch,
             after: ask.after,
             max_events: self.chunk,
-            topics: Vec::new(),
+            topics: self.topics.clone(),
         };
         let message = self.codec.encode(&self.origin.envelope(*seq, request));
         match tokio::time::timeout(SEND_TIMEOUT, link.socket.send(message)).await {

@@ -100,7 +100,7 @@ impl Writer {
         let mut next_tick = Instant::now() + TICK;
         self.save(Instant::now())?;
         self.ready
-            .update(Instant::now(), &self.streams.catching_up());
+            .update(Instant::now(), &self.streams.catching_up(Instant::now()));
         let reopen = Arc::clone(&self.reopen);
         loop {
             let wait = next_tick.saturating_duration_since(Instant::now());
@@ -131,7 +131,7 @@ impl Writer {
             if now >= next_tick {
                 self.streams.tick(now, &mut self.actions);
                 self.apply(now)?;
-                self.ready.update(now, &self.streams.catching_up());
+                self.ready.update(now, &self.streams.catching_up(now));
                 next_tick = now + TICK;
             }
             self.log.flush()?;

@@ -6,8 +6,9 @@ use std::time::{Duration, Instant};
 
 /// The shortest pause before a request is sent again, so a publisher gets at most 4 a second.
 const MIN_RETRY: Duration = Duration::from_millis(250);
-/// How often progress is logged.
-const REPORT_EVERY: Duration = Duration::from_secs(1);
+/// How often progress is logged; with a topic filter, also how long a catch-up lasts before
+/// it counts as one (shorter ones are the routine filling of filtered-out numbers).
+pub(super) const REPORT_EVERY: Duration = Duration::from_secs(1);
 
 /// A hole being filled from replay.
 #[derive(Debug)]
@@ -86,6 +87,11 @@ impl CatchUp {
     /// Whether the request is to be sent again now.
     pub fn due(&self, now: Instant) -> bool {
         now >= self.retry_at
+    }
+
+    /// How long ago the catch-up began.
+    pub fn age(&self, now: Instant) -> Duration {
+        now.duration_since(self.started)
     }
 
     /// Whether replay has made no progress for `give_up`.

@@ -5,6 +5,16 @@
 //!
 //! The promise it keeps: every event of a publisher is written exactly once, in order per
 //! (publisher, epoch), or a gap line names exactly the numbers that are missing and why.
+//!
+//! With a topic filter (`TOPICS`) the publisher's numbers still count every event, so the
+//! live stream jumps over the events of other topics. A jump is then not a loss but a hole
+//! like any other, filled by replay: the request carries the same prefixes, the answer holds
+//! only matching events, and its end marker covers the numbers it skipped, which are
+//! accounted for without a line. So a filtered-out number never becomes a gap line, and a
+//! matching event that was lost still does (it has left the window: `expired`; replay does not
+//! answer: `replay unanswered`). Without replay, nothing can tell a filtered-out number from a
+//! lost one: jumps are passed over silently, and losses go unnoticed.
+//!
 //! This file finds a publisher's [`Stream`] (creating it at first sight, replacing it when a
 //! new epoch begins); `stream.rs` decides what each arrival means for it.
 
@@ -37,6 +47,9 @@ pub struct Settings {
     /// Live events held per publisher while the numbers before them are fetched; past it,
     /// arriving ones are dropped (counted): replay fetches them again.
     pub max_held: usize,
+    /// Whether only some topics are followed (`TOPICS`): then a jump in the numbers is
+    /// expected, and is filled by replay rather than taken for a loss.
+    pub filtered: bool,
 }
 
 /// What the writer is to do.
@@ -186,11 +199,11 @@ impl Streams {
 
     /// The publishers whose log is being caught up, with how many events it is behind each,
     /// by publisher id.
-    pub fn catching_up(&self) -> Vec<(String, u64)> {
+    pub fn catching_up(&self, now: Instant) -> Vec<(String, u64)> {
         let mut behind: Vec<(String, u64)> = self
             .streams
             .iter()
-            .filter_map(|(publisher, stream)| Some((publisher.clone(), stream.catching_up()?)))
+            .filter_map(|(publisher, stream)| Some((publisher.clone(), stream.catching_up(now)?)))
             .collect();
         behind.sort();
         behind

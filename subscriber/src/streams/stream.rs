@@ -4,10 +4,14 @@
 //! Every number up to `last` is in the log, as an event or inside a gap line; nothing after
 //! it is. A hole is `last < known`. Holes are filled from replay when the publisher serves
 //! it, else written as gap lines at once; held events are written as soon as they are next.
+//!
+//! With a topic filter, replayed events past a hole are held until the chunk's end marker,
+//! which alone tells what before them has left the window (a gap) and what was only of other
+//! topics (accounted for without a line).
 
 mod accounting;
 
-use super::catch_up::CatchUp;
+use super::catch_up::{CatchUp, REPORT_EVERY};
 use super::{Action, Ask, Settings};
 use crate::log_line::GapReason;
 use std::collections::BTreeMap;
@@ -42,6 +46,8 @@ pub(super) struct Stream {
     /// Live events past a hole, by number.
     held: BTreeMap<u64, Envelope<Event>>,
     catch_up: Option<CatchUp>,
+    /// Whether only some topics are followed ([`Settings::filtered`]).
+    filtered: bool,
 }
 
 impl Stream {
@@ -71,6 +77,7 @@ impl Stream {
             serves,
             held: BTreeMap::new(),
             catch_up: None,
+            filtered: s.filtered,
         }
     }
 
@@ -95,9 +102,14 @@ impl Stream {
     }
 
     /// How many events the log is behind while it is being caught up — held for a first
-    /// heartbeat, or filling a hole by replay; `None` while it follows the live stream.
-    pub fn catching_up(&self) -> Option<u64> {
-        (self.joining || self.catch_up.is_some()).then(|| self.known.saturating_sub(self.last))
+    /// heartbeat, or filling a hole by replay; `None` while it follows the live stream. With
+    /// a topic filter, replay fills every jump: only a catch-up older than a second counts.
+    pub fn catching_up(&self, now: Instant) -> Option<u64> {
+        let replaying = self
+            .catch_up
+            .as_ref()
+            .is_some_and(|c| !self.filtered || c.age(now) >= REPORT_EVERY);
+        (self.joining || replaying).then(|| self.known.saturating_sub(self.last))
     }
 
     /// Number `seq` exists (a replay end said how far the publisher is).
@@ -152,6 +164,14 @@ impl Stream {
             return;
         }
         self.known = self.known.max(event.seq);
+        if event.seq > self.last + 1 && self.filtered {
+            // Filtered out or left the window: the chunk's end says which.
+            self.held.insert(event.seq, event);
+            if let Some(catch_up) = &mut self.catch_up {
+                catch_up.replayed(now);
+            }
+            return;
+        }
         if event.seq > self.last + 1 {
             // A chunk starts where the window does: what lies before it has left the window.
             self.skip_to(event.seq - 1, GapReason::Expired, out);
@@ -187,7 +207,10 @@ impl Stream {
         if window_from > self.last + 1 {
             self.skip_to(window_from - 1, GapReason::Expired, out);
         }
-        if end.last > self.last {
+        if end.last > self.last && self.filtered {
+            // Of other topics (or undecodable on the way, which the rejects count).
+            self.pass_to(end.last, out);
+        } else if end.last > self.last {
             // Covered by the chunk yet never read (undecodable on the way): asking again
             // would only bring the same.
             self.skip_to(end.last, GapReason::NotReceived, out);
@@ -247,12 +270,20 @@ impl Stream {
         }
         match self.serves {
             Serves::Unknown { .. } => {}
+            Serves::Yes if self.filtered => {
+                // A jump over other topics' events, most likely: not counted as a gap.
+                tracing::debug!(publisher = %self.sender, after = self.last, known = self.known, "filling a jump by replay");
+                self.catch_up = Some(CatchUp::new(self.last, now, s.replay_timeout));
+                self.ask(now, out);
+            }
             Serves::Yes => {
                 metrics::counter!("gaps_found_total").increment(1);
                 tracing::info!(publisher = %self.sender, after = self.last, known = self.known, "catching up by replay");
                 self.catch_up = Some(CatchUp::new(self.last, now, s.replay_timeout));
                 self.ask(now, out);
             }
+            // Nothing can tell other topics' events from lost ones.
+            Serves::No if self.filtered => self.pass_to(self.known, out),
             Serves::No => {
                 metrics::counter!("gaps_found_total").increment(1);
                 self.skip_to(self.known, GapReason::NotReceived, out);
@@ -292,8 +323,11 @@ impl Stream {
 
     fn caught_up(&mut self, now: Instant) {
         if let Some(catch_up) = self.catch_up.take() {
-            catch_up.done(now, &self.sender, self.last);
-            if !catch_up.lost {
+            let routine = self.filtered && !catch_up.lost && catch_up.age(now) < REPORT_EVERY;
+            if !routine {
+                catch_up.done(now, &self.sender, self.last);
+            }
+            if !catch_up.lost && !self.filtered {
                 metrics::counter!("gaps_filled_total").increment(1);
             }
         }

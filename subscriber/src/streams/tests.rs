@@ -11,6 +11,15 @@ fn settings() -> Settings {
         replay_timeout: Duration::from_secs(2),
         give_up: Duration::from_secs(10),
         max_held: 50_000,
+        filtered: false,
+    }
+}
+
+/// Only some topics followed (`TOPICS`): the publisher's numbers jump over the others.
+fn filtered() -> Settings {
+    Settings {
+        filtered: true,
+        ..settings()
     }
 }
 
@@ -447,4 +456,88 @@ fn answers_to_an_earlier_request_change_nothing() {
         Vec::<String>::new(),
         "an end for an after never asked"
     );
+}
+
+#[test]
+fn with_a_topic_filter_a_live_jump_is_filled_by_replay_and_the_skipped_numbers_are_no_gap() {
+    let mut h = Harness::new(filtered());
+    assert!(h.beat(0, true).is_empty());
+    assert_eq!(h.live([1]), ["1"]);
+    assert_eq!(
+        h.live([4]),
+        ["ask 1/1"],
+        "a jump is asked about, not written as a gap"
+    );
+    assert!(
+        h.replay([4]).is_empty(),
+        "held until the end says what 2-3 were"
+    );
+    assert_eq!(
+        h.end(1, 4, 1, 4),
+        ["4"],
+        "2-3 were of other topics: no line"
+    );
+    assert!(h.streams.catching_up(h.now).is_empty());
+    assert_eq!(h.live([5]), ["5"]);
+}
+
+#[test]
+fn with_a_topic_filter_a_heartbeat_past_only_other_topics_writes_nothing() {
+    let mut h = Harness::new(filtered());
+    assert!(h.beat(0, true).is_empty());
+    assert_eq!(h.live([1]), ["1"]);
+    assert_eq!(h.beat(7, true), ["ask 1/1"]);
+    assert!(h.end(1, 7, 1, 7).is_empty(), "2-7 were of other topics");
+    assert!(h.beat(7, true).is_empty(), "accounted for: not asked again");
+    assert_eq!(h.live([9]), ["ask 1/7"]);
+}
+
+#[test]
+fn with_a_topic_filter_what_left_the_window_is_still_an_expired_gap() {
+    let mut h = Harness::new(filtered());
+    assert!(h.beat(0, true).is_empty());
+    assert_eq!(h.live([1]), ["1"]);
+    assert_eq!(h.live([10]), ["ask 1/1"]);
+    assert!(h.replay([6, 10]).is_empty());
+    assert_eq!(
+        h.end(1, 10, 5, 10),
+        ["gap 2-4 expired", "6", "10"],
+        "2-4 left the window (their topics unknown); 5, 7-9 were of other topics"
+    );
+}
+
+#[test]
+fn with_a_topic_filter_unanswered_replay_is_still_a_replay_unanswered_gap() {
+    let mut h = Harness::new(filtered());
+    assert!(h.beat(0, true).is_empty());
+    assert_eq!(h.live([1]), ["1"]);
+    assert_eq!(h.live([5]), ["ask 1/1"]);
+    assert!(
+        h.streams.catching_up(h.now).is_empty(),
+        "a routine fill is not catching up"
+    );
+    h.later(SECOND * 3);
+    assert_eq!(h.streams.catching_up(h.now), [("p".to_owned(), 4)]);
+    let given_up = h.later(SECOND * 8);
+    assert_eq!(given_up, ["gap 2-4 replay unanswered", "5"]);
+}
+
+#[test]
+fn with_a_topic_filter_and_no_replay_jumps_are_passed_over_silently() {
+    let mut h = Harness::new(Settings {
+        replay: false,
+        ..filtered()
+    });
+    assert_eq!(h.live([1, 5]), ["1", "5"]);
+    assert!(h.beat(9, false).is_empty());
+    assert_eq!(h.live([12]), ["12"]);
+}
+
+#[test]
+fn with_a_topic_filter_a_late_joiner_gets_only_what_replay_sends_and_no_gap() {
+    let mut h = Harness::new(filtered());
+    assert_eq!(h.beat(6, true), ["ask 1/0"]);
+    assert!(h.replay([2, 5]).is_empty());
+    assert_eq!(h.end(0, 6, 1, 6), ["2", "5"]);
+    assert!(h.streams.catching_up(h.now).is_empty());
 }

@@ -1,6 +1,7 @@
 //! How a stream accounts for its numbers in the log: held events are written as soon as they
 //! are next, a range that cannot be had is written as one gap line with its reason, and what
-//! is left when an epoch or the process ends is settled.
+//! is left when an epoch or the process ends is settled. With a topic filter, the numbers of
+//! other topics' events are passed over without a line.
 
 use super::{Serves, Stream};
 use crate::log_line::{Entry, GapReason};
@@ -54,6 +55,17 @@ impl Stream {
         while self.last < target {
             let next_held = self.held.keys().next().map_or(u64::MAX, |&seq| seq - 1);
             self.gap(self.last + 1, next_held.min(target), reason, out);
+            self.drain(out);
+        }
+    }
+
+    /// With a topic filter: accounts for every number up to `target` that is not held as an
+    /// event of another topic, without a line; held events among them are written.
+    pub(super) fn pass_to(&mut self, target: u64, out: &mut Vec<Action>) {
+        self.drain(out);
+        while self.last < target {
+            let next_held = self.held.keys().next().map_or(u64::MAX, |&seq| seq - 1);
+            self.last = next_held.min(target);
             self.drain(out);
         }
     }
