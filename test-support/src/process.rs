@@ -89,7 +89,7 @@ impl Process {
         })
     }
 
-    /// SIGHUP (the subscriber reopens its log file).
+    /// SIGHUP (the subscriber reopens its log file, a verifier reloads its keys).
     pub fn sighup(&self) {
         self.signal("HUP");
     }

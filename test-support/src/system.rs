@@ -123,14 +123,21 @@ impl TestSystem {
     /// Starts a verifier with id `id` connected to the publisher, with the public keys of
     /// [`keys`](Self::keys).
     pub fn start_verifier(&self, id: &str) -> Process {
+        self.start_verifier_with(id, &[])
+    }
+
+    /// [`start_verifier`](Self::start_verifier) with extra environment, e.g.
+    /// `[("KEYS_CHECK_INTERVAL", "1h".into())]`.
+    pub fn start_verifier_with(&self, id: &str, env: &[(&str, String)]) -> Process {
         let addresses = self.addresses();
-        let env = [
+        let mut all = vec![
             ("TASKS_CONNECT", addresses.tasks.clone()),
             ("RESULTS_CONNECT", addresses.results.clone()),
             ("KEYS_DIR", self.keys.keys_dir().display().to_string()),
             ("VERIFIER_ID", id.to_owned()),
         ];
-        Process::start(&binary("verifier"), self.dir.path(), &env)
+        all.extend(env.iter().cloned());
+        Process::start(&binary("verifier"), self.dir.path(), &all)
     }
 
     /// Sends `/downcase?param=<label>-<n>` until one of them shows in the log, so the

@@ -43,6 +43,17 @@ pub struct Config {
     #[arg(long, env = "KEYS_DIR", default_value = "./keys")]
     pub keys_dir: PathBuf,
 
+    /// How often to look whether the `*.pem` files of KEYS_DIR changed (names, sizes,
+    /// modification times) and reload the keys if so, e.g. `2s`; at most an hour. SIGHUP
+    /// reloads at once.
+    #[arg(
+        long,
+        env = "KEYS_CHECK_INTERVAL",
+        default_value = "2s",
+        value_parser = parse_interval
+    )]
+    pub keys_check_interval: Duration,
+
     /// This verifier's id in results and heartbeats (the publisher reports it as
     /// `verified_by`). Defaults to the host name and the process id.
     #[arg(long, env = "VERIFIER_ID", default_value_t = default_id())]
@@ -200,6 +211,7 @@ mod tests {
             }]
         );
         assert_eq!(config.heartbeat_interval, Duration::from_secs(1));
+        assert_eq!(config.keys_check_interval, Duration::from_secs(2));
         assert!(config.id.ends_with(&format!("-{}", std::process::id())));
         assert_eq!(config.health_addr, HealthAddr::At("0.0.0.0:9102".into()));
     }

@@ -1,9 +1,11 @@
-//! The RSA public keys a verifier checks signatures with, loaded once at start from
-//! `KEYS_DIR`: every `*.pem` file is one key, and its name without `.pem` is the key id.
+//! The RSA public keys a verifier checks signatures with, loaded from `KEYS_DIR` at start and
+//! at each reload (`reload`): every `*.pem` file is one key, and its name without `.pem` is the
+//! key id.
 //!
-//! Loading refuses to start on anything doubtful — a missing or empty directory, a file that is
-//! not an RSA public key, an unsafe key id — and names the file and the problem, because a
-//! verifier that silently lacks a key answers `error` to every task for it.
+//! Loading refuses anything doubtful — a missing or empty directory, a file that is not an RSA
+//! public key, an unsafe key id — and names the file and the problem, because a verifier that
+//! silently lacks a key answers `error` to every task for it: at start the verifier does not
+//! start, at a reload it keeps the keys it had.
 
 use aws_lc_rs::signature::{ParsedPublicKey, RSA_PKCS1_2048_8192_SHA256};
 use std::collections::BTreeMap;

@@ -10,7 +10,8 @@
 //! `connection` holds its two sockets, each behind a socket guard (design §7), and the ways a
 //! connection is lost; `backoff` the pauses between attempts; `in_flight` the budget of tasks
 //! taken, their tickets and generations; `health` what the health port (`HEALTH_ADDR`) shows —
-//! metrics described, readiness.
+//! metrics described, readiness; `reload` the key ring in use and its reloads (SIGHUP, or
+//! `KEYS_DIR` seen to change).
 
 pub mod address;
 mod backoff;
@@ -22,6 +23,7 @@ mod key_error;
 pub mod keys;
 mod link;
 pub mod pool;
+mod reload;
 pub mod verify;
 
 pub use config::{Config, ConfigError, PublisherEndpoints};
@@ -32,6 +34,7 @@ pub use verify::verify_task;
 use in_flight::Budget;
 use link::{Link, Shared};
 use plumbing::health::HealthServer;
+use reload::{LiveKeys, Reloader};
 use std::future::Future;
 use std::sync::Arc;
 use tokio::task::JoinSet;
@@ -82,6 +85,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         .as_ref()
         .map_or_else(|| "off".to_owned(), |h| h.local_addr().to_string());
     let shared_key = config.common.shared_key()?;
+    // Before the first load: from here on a SIGHUP reloads the keys instead of ending the process.
+    let hangups = reload::hangups();
     let keys = KeyRing::load(&config.keys_dir)?;
     status.keys_loaded(keys.infos().len());
     let workers = config.workers.get();
@@ -100,16 +105,22 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let shared = Arc::new(Shared {
         origin: wire::Origin::starting_now(config.id),
         codec: Codec::new(shared_key),
-        keys: Arc::new(keys),
-        key_infos,
+        keys: Arc::new(LiveKeys::new(keys)),
         pool,
         budget: Budget::new(in_flight_limit),
         heartbeat_interval: config.heartbeat_interval,
-        status,
+        status: Arc::clone(&status),
         guard_limits: config.common.guard.limits(GUARD_OUTBOUND_BUDGET_BYTES),
     });
 
     let stop = CancellationToken::new();
+    let reloader = Reloader {
+        dir: config.keys_dir.clone(),
+        keys: Arc::clone(&shared.keys),
+        status,
+        every: config.keys_check_interval,
+    };
+    let reloading = tokio::spawn(reloader.run(hangups, stop.child_token()));
     let mut links = JoinSet::new();
     for (index, endpoints) in publishers.into_iter().enumerate() {
         let link = Link::new(index, endpoints, Arc::clone(&shared), stop.child_token());
@@ -126,6 +137,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         }
     }
     stop.cancel();
+    // It only ends at `stop`; a panic inside it would be a bug, and the links are stopping anyway.
+    let _ = reloading.await;
     while let Some(ended) = links.join_next().await {
         if let Err(error) = ended {
             failure.get_or_insert_with(|| error.to_string());

@@ -11,8 +11,8 @@ use crate::config::PublisherEndpoints;
 use crate::connection::{Connection, Lost, OpenError, Side};
 use crate::health::Status;
 use crate::in_flight::{Budget, Done, InFlight, Reservation};
-use crate::keys::KeyRing;
 use crate::pool::Pool;
+use crate::reload::LiveKeys;
 use futures::StreamExt;
 use guard::Limits;
 use plumbing::Rejects;
@@ -21,7 +21,7 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
-use wire::{Codec, KeyInfo, Origin, Reply, VerifierHeartbeat, VerifyTask};
+use wire::{Codec, Origin, Reply, VerifierHeartbeat, VerifyTask};
 use zeromq::{SocketEvent, ZmqMessage};
 
 /// On shutdown, how long tasks in flight may take to finish and be pushed.
@@ -38,10 +38,9 @@ pub(crate) struct Shared {
     pub origin: Origin,
     /// Encodes results and heartbeats, decodes tasks.
     pub codec: Codec,
-    /// The keys, shared with the worker threads.
-    pub keys: Arc<KeyRing>,
-    /// What heartbeats announce.
-    pub key_infos: Vec<KeyInfo>,
+    /// The key ring in use (each task takes the one current when it arrives, to the worker
+    /// threads) and what heartbeats announce; replaced by a reload.
+    pub keys: Arc<LiveKeys>,
     /// The worker threads.
     pub pool: Pool,
     /// Bounds the tasks taken and not yet answered, over all links.
@@ -278,7 +277,7 @@ impl Link {
         );
         let shared = &self.shared;
         self.in_flight
-            .dispatch(&shared.pool, &shared.keys, task, reservation);
+            .dispatch(&shared.pool, &shared.keys.current(), task, reservation);
     }
 
     /// Pushes a verdict back when it belongs to the current connection; drops it otherwise.
@@ -298,7 +297,7 @@ impl Link {
     /// Tells the publisher this verifier is alive, which keys it holds and how busy it is.
     async fn heartbeat(&mut self, connection: &mut Connection) -> Result<(), Lost> {
         let body = Reply::Heartbeat(VerifierHeartbeat {
-            keys: self.shared.key_infos.clone(),
+            keys: self.shared.keys.infos(),
             in_flight: self.shared.budget.in_flight(),
         });
         self.send(connection, body).await
