@@ -116,13 +116,7 @@ impl HealthServer {
             .route("/metrics", get(metrics))
             .with_state((check, handle));
         let task = tokio::spawn(async move {
-            let upkeep = async {
-                let mut every = tokio::time::interval(UPKEEP_EVERY);
-                loop {
-                    every.tick().await;
-                    handle.run_upkeep();
-                }
-            };
+            let upkeep = fold_histograms(handle);
             tokio::select! {
                 served = axum::serve(listener, app) => {
                     if let Err(e) = served {
@@ -153,20 +147,37 @@ impl Drop for HealthServer {
 pub fn recorder() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE.get_or_init(|| {
-        let recorder = PrometheusBuilder::new()
-            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)
-            .map(PrometheusBuilder::build_recorder);
-        match recorder {
-            Ok(recorder) => {
-                let handle = recorder.handle();
-                // Fails only when another recorder is installed already; that one keeps
-                // counting and this handle renders nothing.
-                let _ = metrics::set_global_recorder(recorder);
-                handle
-            }
-            Err(_) => PrometheusBuilder::new().build_recorder().handle(),
-        }
+        install_recorder(
+            PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS),
+        )
     })
+}
+
+/// Installs the recorder `builder` makes as the process's and returns its handle. A builder
+/// that failed (bad buckets), or another recorder installed already, leaves a handle that
+/// renders nothing: the process goes on, uncounted.
+pub fn install_recorder(
+    builder: Result<PrometheusBuilder, metrics_exporter_prometheus::BuildError>,
+) -> PrometheusHandle {
+    match builder.map(PrometheusBuilder::build_recorder) {
+        Ok(recorder) => {
+            let handle = recorder.handle();
+            let _ = metrics::set_global_recorder(recorder);
+            handle
+        }
+        Err(_) => PrometheusBuilder::new().build_recorder().handle(),
+    }
+}
+
+/// Folds histogram samples into what `/metrics` renders every few seconds, for ever: the
+/// recorder otherwise keeps every sample until it is scraped.
+pub async fn fold_histograms(handle: &PrometheusHandle) {
+    let mut every = tokio::time::interval(UPKEEP_EVERY);
+    loop {
+        every.tick().await;
+        handle.run_upkeep();
+    }
 }
 
 type AppState = (Check, &'static PrometheusHandle);
@@ -208,34 +219,40 @@ pub struct Healthcheck {
 impl Healthcheck {
     /// Sends `GET /healthz` to the health port at `addr` and checks for a 200.
     pub fn run(&self, addr: &HealthAddr) -> anyhow::Result<()> {
-        use anyhow::{Context, bail};
         let HealthAddr::At(configured) = addr else {
-            bail!("HEALTH_ADDR is off: there is no health port to ask");
+            anyhow::bail!("HEALTH_ADDR is off: there is no health port to ask");
         };
-        let target = local_target(configured)?;
-        let mut stream = TcpStream::connect_timeout(&target, self.timeout)
-            .with_context(|| format!("cannot connect to {target}"))?;
-        stream.set_read_timeout(Some(self.timeout))?;
-        stream.set_write_timeout(Some(self.timeout))?;
-        stream.write_all(b"GET /healthz HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
-        let mut head = [0u8; 12];
-        stream.read_exact(&mut head).context("no answer")?;
-        if &head[9..12] != b"200" {
-            bail!("/healthz answered {}", String::from_utf8_lossy(&head));
-        }
-        Ok(())
+        probe_healthz(configured, "HEALTH_ADDR", self.timeout)
     }
+}
+
+/// Sends `GET /healthz` to the server bound to `addr` (the value of the variable `var`) on
+/// this host and checks for a 200 within `timeout`: every binary's `healthcheck` command.
+pub fn probe_healthz(addr: &str, var: &str, timeout: Duration) -> anyhow::Result<()> {
+    use anyhow::{Context, bail};
+    let target = local_target(addr, var)?;
+    let mut stream = TcpStream::connect_timeout(&target, timeout)
+        .with_context(|| format!("cannot connect to {target}"))?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    stream.write_all(b"GET /healthz HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).context("no answer")?;
+    if &head[9..12] != b"200" {
+        bail!("/healthz answered {}", String::from_utf8_lossy(&head));
+    }
+    Ok(())
 }
 
 /// The address to reach a server bound to `addr` from the same host: a wildcard bind
 /// (`0.0.0.0`, `[::]`) is reached on loopback.
-fn local_target(addr: &str) -> anyhow::Result<SocketAddr> {
+fn local_target(addr: &str, var: &str) -> anyhow::Result<SocketAddr> {
     use anyhow::Context;
     let mut target = addr
         .to_socket_addrs()
-        .with_context(|| format!("HEALTH_ADDR {addr:?} is not an address"))?
+        .with_context(|| format!("{var} {addr:?} is not an address"))?
         .next()
-        .with_context(|| format!("HEALTH_ADDR {addr:?} resolves to nothing"))?;
+        .with_context(|| format!("{var} {addr:?} resolves to nothing"))?;
     if target.ip().is_unspecified() {
         target.set_ip(if target.is_ipv4() {
             std::net::Ipv4Addr::LOCALHOST.into()

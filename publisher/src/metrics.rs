@@ -11,25 +11,13 @@ use std::sync::OnceLock;
 pub fn handle() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE.get_or_init(|| {
-        let recorder = PrometheusBuilder::new()
-            .set_buckets_for_metric(
-                metrics_exporter_prometheus::Matcher::Full("verification_seconds".into()),
-                &[
-                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-                    10.0,
-                ],
-            )
-            .map(PrometheusBuilder::build_recorder);
-        match recorder {
-            Ok(recorder) => {
-                let handle = recorder.handle();
-                // Fails only when another recorder is installed (a second publisher in one
-                // test process): that one keeps counting.
-                let _ = metrics::set_global_recorder(recorder);
-                handle
-            }
-            Err(_) => PrometheusBuilder::new().build_recorder().handle(),
-        }
+        plumbing::health::install_recorder(PrometheusBuilder::new().set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Full("verification_seconds".into()),
+            &[
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0,
+            ],
+        ))
     })
 }
 
@@ -134,23 +122,13 @@ pub fn describe() {
     );
 }
 
-/// How often histogram samples are folded into their buckets and summaries.
-const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
-
 /// Folds histogram samples every few seconds on a task of the current runtime, once per
 /// process: the recorder otherwise keeps every sample until `/metrics` is read, so a
 /// publisher nobody scrapes would grow by one sample per verification and journal write.
 pub fn start_upkeep() {
     static STARTED: OnceLock<()> = OnceLock::new();
     STARTED.get_or_init(|| {
-        let handle = handle();
-        tokio::spawn(async move {
-            let mut every = tokio::time::interval(UPKEEP_EVERY);
-            loop {
-                every.tick().await;
-                handle.run_upkeep();
-            }
-        });
+        tokio::spawn(plumbing::health::fold_histograms(handle()));
     });
 }
 
