@@ -60,9 +60,13 @@ impl Publisher {
         let codec = config.common.codec()?;
         let http_limits = config.http_limits().map_err(anyhow::Error::msg)?;
         // Nothing is published with events disabled, so nothing is journaled either.
-        let recovered = match &config.journal_dir {
-            Some(dir) if !config.events_disabled => Some(recover_journal(dir, &config).await?),
-            _ => None,
+        let journal_dir = config
+            .journal_dir
+            .as_deref()
+            .filter(|_| !config.events_disabled);
+        let recovered = match journal_dir {
+            Some(dir) => Some(recover_journal(dir, &config).await?),
+            None => None,
         };
         let identity = Arc::new(match recovered.as_ref().and_then(|r| r.stream.clone()) {
             Some((id, epoch)) if id == config.id => wire::Origin { id, epoch },
@@ -112,10 +116,10 @@ impl Publisher {
             ),
             None => None,
         };
-        let (last_seq, requests, journal) = match recovered {
-            Some(recovered) => {
+        let (last_seq, requests, journal) = match journal_dir.zip(recovered) {
+            Some((dir, recovered)) => {
                 let settings = journal::Settings {
-                    dir: config.journal_dir.clone().unwrap_or_default(),
+                    dir: dir.to_owned(),
                     sync: config.journal_sync,
                     max_bytes: config.journal_max_bytes,
                     max_age: config.journal_max_age,

@@ -8,7 +8,7 @@ use serde_json::json;
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 use test_support::{Api, LogLine, PATIENCE, PUBLISHER_ID, TestSystem, Tmpfs, wait_until};
 use tokio::task::JoinSet;
@@ -23,11 +23,17 @@ fn journal_env(dir: &Path) -> Vec<(&'static str, String)> {
 }
 
 /// Sends `/downcase?param=<label>-<client>-<n>` from [`CLIENTS`] clients until `stop`, tolerating
-/// refused connections and errors; returns every param that got a 200, with its number.
-fn load(api: &Api, label: &str, stop: Arc<AtomicBool>) -> JoinSet<Vec<(u64, String)>> {
+/// refused connections and errors, counting 200s in `ok`; returns every param that got a 200,
+/// with its number.
+fn load(
+    api: &Api,
+    label: &str,
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicUsize>,
+) -> JoinSet<Vec<(u64, String)>> {
     let mut clients = JoinSet::new();
     for client in 0..CLIENTS {
-        let (api, label, stop) = (api.clone(), label.to_owned(), stop.clone());
+        let (api, label, stop, ok) = (api.clone(), label.to_owned(), stop.clone(), ok.clone());
         clients.spawn(async move {
             let mut acked = Vec::new();
             let mut n = 0;
@@ -51,6 +57,7 @@ fn load(api: &Api, label: &str, stop: Arc<AtomicBool>) -> JoinSet<Vec<(u64, Stri
                 };
                 if let Some(seq) = body["event"]["seq"].as_u64() {
                     acked.push((seq, param));
+                    ok.fetch_add(1, Ordering::Relaxed);
                 }
             }
             acked
@@ -89,15 +96,27 @@ async fn a_publisher_killed_mid_burst_loses_no_acknowledged_event_and_goes_on_in
     let _subscriber = system.start_subscriber(&[]);
     system.until_subscribed("warm-up").await;
     let epoch = system.addresses().epoch;
-    let stop = Arc::new(AtomicBool::new(false));
-    let clients = load(system.api(), "burst", stop.clone());
+    let (stop, ok) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicUsize::new(0)),
+    );
+    let clients = load(system.api(), "burst", stop.clone(), ok.clone());
+    let answered = |at_least: usize| {
+        let ok = ok.clone();
+        async move {
+            wait_until("the clients' requests to be answered", BULK, async || {
+                (ok.load(Ordering::Relaxed) >= at_least).then_some(())
+            })
+            .await;
+        }
+    };
 
     // Act: SIGKILL in the middle of the burst, a restart on the same ports, more requests.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    answered(500).await;
     publisher.kill();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before_restart = ok.load(Ordering::Relaxed);
     let restarted = system.start_publisher_with(&journal_env(&journal)).await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    answered(before_restart + 500).await;
     stop.store(true, Ordering::Relaxed);
     let mut acked = joined(clients).await;
     let last = system.api().downcase("after-the-restart").await;

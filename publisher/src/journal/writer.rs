@@ -15,7 +15,7 @@ use super::segment::{self, Kept, Segment};
 use super::{Settings, SyncPolicy};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{mpsc, watch};
@@ -144,7 +144,7 @@ impl Files {
         Ok(())
     }
 
-    fn begin(&self, path: &PathBuf) -> std::io::Result<Current> {
+    fn begin(&self, path: &Path) -> std::io::Result<Current> {
         let mut file = OpenOptions::new()
             .create(true)
             .truncate(true)
@@ -267,9 +267,8 @@ pub async fn run(
             }
         }
     }
-    files = sync_off_thread(files).await;
+    sync_off_thread(files).await;
     tracing::info!(durable = durable.borrow().seq, "journal closed");
-    drop(files);
 }
 
 /// Syncs on a blocking thread; a failure is logged (the next write tries again).
