@@ -12,7 +12,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use test_support::{
-    Api, LogLine, PATIENCE, PUBLISHER_ID, Process, RunningPublisher, TestSystem, binary, wait_until,
+    Api, LogLine, Metrics, PATIENCE, PUBLISHER_ID, Process, RunningPublisher, TestSystem, binary,
+    wait_until,
 };
 use tokio::task::{JoinHandle, JoinSet};
 use wire::{Codec, Downcase, Event, Origin, ReplayEnd, ReplayRequest, Replayed, SharedKey};
@@ -650,6 +651,32 @@ fn tail_contains(path: &Path, needle: &str, bytes: u64) -> bool {
         .is_ok_and(|_| String::from_utf8_lossy(&tail).contains(needle))
 }
 
+/// Asserts that the publisher's memory `grown` while a subscriber was stopped stays under what
+/// its replay window holds (from `metrics`) plus the backlog `budget` and the slack.
+fn assert_grown_within(metrics: &Metrics, grown: u64, budget: u64) {
+    let window = metrics
+        .value("replay_window_bytes")
+        .unwrap_or_else(|| panic!("no replay_window_bytes in:\n{}", metrics.0))
+        as u64;
+    assert!(
+        grown < window + budget + MEMORY_SLACK,
+        "the publisher's memory grew by {} MiB while a subscriber was stopped; the window \
+         holds {} MiB",
+        grown >> 20,
+        window >> 20
+    );
+}
+
+/// Waits until the last of `published` is in the log's last `tail` bytes.
+async fn until_last_logged(system: &TestSystem, published: &[Acked], tail: u64) {
+    let last = published.last().expect("events were published");
+    let log = system.log_path();
+    wait_until("the last event in the log", BULK, async || {
+        tail_contains(&log, &format!("#{} ", last.seq), tail).then_some(())
+    })
+    .await;
+}
+
 /// What the publisher may hold for the stopped subscriber, its outbound budget.
 const BACKLOG_BUDGET: u64 = 1024 * 1024;
 /// Room for what else the publisher's memory does meanwhile (allocator, HTTP, tasks).
@@ -687,24 +714,12 @@ async fn a_stopped_subscriber_costs_the_publisher_only_its_backlog_budget_and_ca
     // subscriber is back, by replay, with every event once and in order.
     let cuts = metrics.value("guard_cut_total{socket=\"events\",reason=\"slow_peer\"}");
     assert!(cuts.is_some_and(|n| n >= 1.0), "{}", metrics.0);
-    let window = metrics
-        .value("replay_window_bytes")
-        .unwrap_or_else(|| panic!("no replay_window_bytes in:\n{}", metrics.0))
-        as u64;
-    let grown = peak.saturating_sub(resident_before);
-    assert!(
-        grown < window + BACKLOG_BUDGET + MEMORY_SLACK,
-        "the publisher's memory grew by {} MiB while a subscriber was stopped; the window \
-         holds {} MiB",
-        grown >> 20,
-        window >> 20
+    assert_grown_within(
+        &metrics,
+        peak.saturating_sub(resident_before),
+        BACKLOG_BUDGET,
     );
-    let last = away.last().expect("events were published");
-    let log = system.log_path();
-    wait_until("the last event in the log", BULK, async || {
-        tail_contains(&log, &format!("#{} ", last.seq), 256 * 1024).then_some(())
-    })
-    .await;
+    until_last_logged(&system, &away, 256 * 1024).await;
     let acked: Vec<Acked> = warm.into_iter().chain(away).collect();
     assert_logged_exactly(&system.read_log(), &acked);
 }
@@ -731,25 +746,12 @@ async fn a_subscriber_stopped_through_300_000_events_gets_them_all_and_the_publi
 
     // Assert: memory grew by the window and the budget, not by a queue for the stopped
     // subscriber; then every event is logged once, in order, with no gap line.
-    let window = metrics
-        .value("replay_window_bytes")
-        .unwrap_or_else(|| panic!("no replay_window_bytes in:\n{}", metrics.0))
-        as u64;
-    let grown = peak.saturating_sub(resident_before);
-    let budget = 16 * 1024 * 1024;
-    assert!(
-        grown < window + budget + MEMORY_SLACK,
-        "the publisher's memory grew by {} MiB while a subscriber was stopped; the window \
-         holds {} MiB",
-        grown >> 20,
-        window >> 20
+    assert_grown_within(
+        &metrics,
+        peak.saturating_sub(resident_before),
+        16 * 1024 * 1024,
     );
-    let last = away.last().expect("events were published");
-    let log = system.log_path();
-    wait_until("the last event in the log", BULK, async || {
-        tail_contains(&log, &format!("#{} ", last.seq), 4096).then_some(())
-    })
-    .await;
+    until_last_logged(&system, &away, 4096).await;
     let acked: Vec<Acked> = warm.into_iter().chain(away).collect();
     assert_logged_exactly(&system.read_log(), &acked);
 }
