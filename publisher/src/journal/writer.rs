@@ -101,6 +101,11 @@ impl Files {
         Ok(())
     }
 
+    /// Whether something was written and not yet synced.
+    fn unsynced(&self) -> bool {
+        self.current.as_ref().is_some_and(|c| !c.synced)
+    }
+
     /// Syncs what was written and not yet synced.
     fn sync(&mut self) -> std::io::Result<()> {
         match self.current.as_mut() {
@@ -189,7 +194,7 @@ pub async fn run(
         // With `interval`, what was written is synced once the interval has passed, also when
         // nothing more arrives.
         let pending_sync = match policy {
-            SyncPolicy::Interval(every) if !files.current.as_ref().is_none_or(|c| c.synced) => {
+            SyncPolicy::Interval(every) if files.unsynced() => {
                 Some(every.saturating_sub(last_sync.elapsed()))
             }
             _ => None,
@@ -228,8 +233,8 @@ pub async fn run(
                 (files, buf, result)
             })
             .await;
-            let (back, back_buf, result) = attempt.unwrap_or_else(|e| thread_failed(e));
-            (files, buf) = (back, back_buf);
+            let result;
+            (files, buf, result) = attempt.unwrap_or_else(|e| thread_failed(e));
             match result {
                 Ok(()) => break,
                 Err(e) => {
