@@ -42,8 +42,9 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-/// Envelopes that may wait for the writer before receivers stop reading.
-const ARRIVALS_CAPACITY: usize = 16 * 1024;
+/// Batches that may wait for the writer before receivers stop reading: at most
+/// [`receive::BATCH`] envelopes each, 16 Ki live envelopes in all.
+const ARRIVALS_CAPACITY: usize = 16 * 1024 / receive::BATCH;
 /// Asks that may wait for a replay client; past it the writer tries again on its next tick.
 const ASKS_CAPACITY: usize = 64;
 /// How long a new publisher's events are held for its first heartbeat (they come every

@@ -8,7 +8,7 @@
 //! followed by [`LogFile::open`] of the same path again (SIGHUP, see `writer.rs`).
 
 use crate::config::Format;
-use crate::log_line::{Entry, write_line};
+use crate::log_line::{Entry, Lines};
 use anyhow::Context;
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 pub struct LogFile {
     path: PathBuf,
     file: BufWriter<File>,
-    format: Format,
+    lines: Lines,
     line: String,
     /// Bytes in the file once the buffer is flushed.
     len: u64,
@@ -41,7 +41,7 @@ impl LogFile {
         Ok(LogFile {
             path: path.to_owned(),
             file: BufWriter::with_capacity(64 * 1024, file),
-            format,
+            lines: Lines::new(format),
             line: String::with_capacity(256),
             len,
             written: 0,
@@ -55,7 +55,7 @@ impl LogFile {
 
     /// The line format.
     pub fn format(&self) -> Format {
-        self.format
+        self.lines.format()
     }
 
     /// The file's length once flushed.
@@ -66,7 +66,7 @@ impl LogFile {
     /// Appends one line (to the buffer).
     pub fn append(&mut self, entry: &Entry) -> anyhow::Result<()> {
         self.line.clear();
-        write_line(entry, self.format, &mut self.line);
+        self.lines.write(entry, &mut self.line);
         self.file
             .write_all(self.line.as_bytes())
             .with_context(|| self.failed())?;

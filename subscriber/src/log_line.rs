@@ -59,121 +59,189 @@ enum Value<'a> {
     Number(u64),
 }
 
-/// The fields written after the header, in order.
-fn fields(event: &Event) -> Vec<(&'static str, Value<'_>)> {
+/// Calls `field` with each field written after the header, in order.
+fn each_field<'a>(event: &'a Event, mut field: impl FnMut(&'static str, Value<'a>)) {
     use Value::{Number, Text};
     match event {
-        Event::Downcase(d) => vec![("param", Text(&d.param)), ("result", Text(&d.result))],
-        Event::SignatureRequested(r) => vec![
-            ("id", Text(&r.id)),
-            ("key", Text(&r.key)),
-            ("text_sha256", Text(&r.text_sha256)),
-            ("text_len", Number(r.text_len)),
-        ],
+        Event::Downcase(d) => {
+            field("param", Text(&d.param));
+            field("result", Text(&d.result));
+        }
+        Event::SignatureRequested(r) => {
+            field("id", Text(&r.id));
+            field("key", Text(&r.key));
+            field("text_sha256", Text(&r.text_sha256));
+            field("text_len", Number(r.text_len));
+        }
         Event::SignatureOutcome(o) => {
-            let mut f = vec![
-                ("id", Text(&o.id)),
-                ("key", Text(&o.key)),
-                ("status", Text(o.status.as_str())),
-            ];
+            field("id", Text(&o.id));
+            field("key", Text(&o.key));
+            field("status", Text(o.status.as_str()));
             if let Some(reason) = &o.reason {
-                f.push(("reason", Text(reason)));
+                field("reason", Text(reason));
             }
             if let Some(by) = &o.verified_by {
-                f.push(("verified_by", Text(by)));
+                field("verified_by", Text(by));
             }
-            f.push(("attempts", Number(u64::from(o.attempts))));
-            f
+            field("attempts", Number(u64::from(o.attempts)));
         }
     }
 }
 
 /// Appends `entry` to `out` as one line, newline included.
+#[cfg(test)]
 pub fn write_line(entry: &Entry, format: Format, out: &mut String) {
-    match format {
-        Format::Text => write_text(entry, out),
-        Format::Json => write_json(entry, out),
+    Lines::new(format).write(entry, out);
+}
+
+/// Writes lines in one format, remembering the second of the last timestamp it wrote: the
+/// lines of a burst share it, so only their milliseconds are formatted afresh.
+#[derive(Debug)]
+pub struct Lines {
+    format: Format,
+    /// The second (ms / 1000) that `second_text` writes.
+    second: Option<u64>,
+    /// `YYYY-MM-DDTHH:MM:SS.` of `second`.
+    second_text: String,
+}
+
+impl Lines {
+    /// Lines in `format`.
+    pub fn new(format: Format) -> Self {
+        Lines {
+            format,
+            second: None,
+            second_text: String::with_capacity(STAMP_LEN),
+        }
     }
-    out.push('\n');
+
+    /// The line format.
+    pub fn format(&self) -> Format {
+        self.format
+    }
+
+    /// Appends `entry` to `out` as one line, newline included.
+    pub fn write(&mut self, entry: &Entry, out: &mut String) {
+        match self.format {
+            Format::Text => self.write_text(entry, out),
+            Format::Json => self.write_json(entry, out),
+        }
+        out.push('\n');
+    }
+
+    /// Appends the RFC 3339 form of `ts_ms` (UTC, milliseconds), as [`timestamp`] writes it.
+    fn stamp(&mut self, ts_ms: u64, out: &mut String) {
+        let ts_ms = ts_ms.min(LAST_WRITABLE_MS);
+        let (second, ms) = (ts_ms / 1000, ts_ms % 1000);
+        if self.second != Some(second) {
+            self.second_text.clear();
+            let _ = write!(self.second_text, "{}", timestamp(second * 1000));
+            // `.000Z` off: the milliseconds are written per line.
+            self.second_text.truncate(STAMP_LEN - 4);
+            self.second = Some(second);
+        }
+        out.push_str(&self.second_text);
+        let digits = [ms / 100, ms / 10 % 10, ms % 10].map(|d| char::from(b'0' + d as u8));
+        out.extend(digits);
+        out.push('Z');
+    }
+
+    fn write_text(&mut self, entry: &Entry, out: &mut String) {
+        match entry {
+            Entry::Event(e) => {
+                self.stamp(e.ts_ms, out);
+                out.push(' ');
+                out.push_str(e.body.topic());
+                out.push(' ');
+                escape_token(&e.sender, out);
+                let _ = write!(out, "#{}", e.seq);
+                each_field(&e.body, |name, value| {
+                    out.push(' ');
+                    out.push_str(name);
+                    out.push('=');
+                    match value {
+                        Value::Text(text) => {
+                            out.push('"');
+                            escape_into(text, out);
+                            out.push('"');
+                        }
+                        Value::Number(n) => {
+                            let _ = write!(out, "{n}");
+                        }
+                    }
+                });
+            }
+            Entry::Gap {
+                sender,
+                first,
+                last,
+                ts_ms,
+                reason,
+                ..
+            } => {
+                self.stamp(*ts_ms, out);
+                out.push_str(" gap ");
+                escape_token(sender, out);
+                let missing = last - first + 1;
+                let _ = write!(
+                    out,
+                    "#{first} last={last} missing={missing} reason=\"{}\"",
+                    reason.as_str()
+                );
+            }
+        }
+    }
+
+    fn write_json(&mut self, entry: &Entry, out: &mut String) {
+        let ts_ms = match entry {
+            Entry::Event(e) => e.ts_ms,
+            Entry::Gap { ts_ms, .. } => *ts_ms,
+        };
+        let mut ts = String::with_capacity(STAMP_LEN);
+        self.stamp(ts_ms, &mut ts);
+        write_json(entry, ts, out);
+    }
 }
 
 /// The last millisecond RFC 3339 can write (of the year 9999). An event's time comes from the
 /// wire; past this, the formatter would fail — cutting the line's head off in text, panicking
 /// in JSON — so a later time is written as this one.
 const LAST_WRITABLE_MS: u64 = 253_402_300_799_999;
+/// Characters of a timestamp: `YYYY-MM-DDTHH:MM:SS.mmmZ`.
+const STAMP_LEN: usize = 24;
 
 fn timestamp(ts_ms: u64) -> humantime::Rfc3339Timestamp {
     let ts_ms = ts_ms.min(LAST_WRITABLE_MS);
     humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ts_ms))
 }
 
-fn write_text(entry: &Entry, out: &mut String) {
-    match entry {
-        Entry::Event(e) => {
-            let _ = write!(out, "{} {} ", timestamp(e.ts_ms), e.body.topic());
-            escape_token(&e.sender, out);
-            let _ = write!(out, "#{}", e.seq);
-            for (name, value) in fields(&e.body) {
-                match value {
-                    Value::Text(text) => {
-                        let _ = write!(out, " {name}=\"");
-                        escape_into(text, out);
-                        out.push('"');
-                    }
-                    Value::Number(n) => {
-                        let _ = write!(out, " {name}={n}");
-                    }
-                }
-            }
-        }
-        Entry::Gap {
-            sender,
-            first,
-            last,
-            ts_ms,
-            reason,
-            ..
-        } => {
-            let _ = write!(out, "{} gap ", timestamp(*ts_ms));
-            escape_token(sender, out);
-            let missing = last - first + 1;
-            let _ = write!(
-                out,
-                "#{first} last={last} missing={missing} reason=\"{}\"",
-                reason.as_str()
-            );
-        }
-    }
-}
-
-fn write_json(entry: &Entry, out: &mut String) {
+/// Appends `entry` as a JSON object stamped `ts`, with no newline.
+fn write_json(entry: &Entry, ts: String, out: &mut String) {
     let mut object = serde_json::Map::new();
     let mut put = |k: &str, v: serde_json::Value| {
         object.insert(k.to_owned(), v);
     };
     match entry {
         Entry::Event(e) => {
-            put("ts", timestamp(e.ts_ms).to_string().into());
+            put("ts", ts.into());
             put("topic", e.body.topic().into());
             put("publisher", e.sender.clone().into());
             put("epoch", e.epoch.into());
             put("seq", e.seq.into());
-            for (name, value) in fields(&e.body) {
-                match value {
-                    Value::Text(text) => put(name, text.into()),
-                    Value::Number(n) => put(name, n.into()),
-                }
-            }
+            each_field(&e.body, |name, value| match value {
+                Value::Text(text) => put(name, text.into()),
+                Value::Number(n) => put(name, n.into()),
+            });
         }
         Entry::Gap {
             sender,
             epoch,
             first,
             last,
-            ts_ms,
             reason,
+            ..
         } => {
-            put("ts", timestamp(*ts_ms).to_string().into());
+            put("ts", ts.into());
             put("topic", "gap".into());
             put("publisher", sender.clone().into());
             put("epoch", (*epoch).into());
@@ -231,32 +299,45 @@ fn needs_escape(c: char) -> bool {
 /// `\t` written as such, any other control or bidi character as `\u{hex}`. Printable
 /// non-ASCII text (accents, Greek, emoji) stays as it is, for the human reader.
 pub fn escape_into(value: &str, out: &mut String) {
-    for c in value.chars() {
+    escape_with(value, out, |_| false);
+}
+
+/// Like [`escape_into`], for an unquoted token: spaces, `#` and `"` are escaped as `\u{hex}`,
+/// so the header's fields stay where a reader expects them.
+pub(crate) fn escape_token(value: &str, out: &mut String) {
+    escape_with(value, out, |c| matches!(c, ' ' | '#' | '"'));
+}
+
+/// [`escape_into`], but the (ASCII) characters `also` names are written as `\u{hex}`. Runs
+/// of characters that need nothing are copied whole.
+fn escape_with(value: &str, out: &mut String, also: impl Fn(char) -> bool) {
+    let mut plain = 0;
+    for (at, c) in value.char_indices() {
+        let quiet = if c.is_ascii() {
+            (' '..='~').contains(&c) && !matches!(c, '\\' | '"') && !also(c)
+        } else {
+            !needs_escape(c)
+        };
+        if quiet {
+            continue;
+        }
+        out.push_str(&value[plain..at]);
+        plain = at + c.len_utf8();
         match c {
+            c if also(c) => {
+                let _ = write!(out, "\\u{{{:x}}}", c as u32);
+            }
             '\\' => out.push_str("\\\\"),
             '"' => out.push_str("\\\""),
             '\n' => out.push_str("\\n"),
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
-            c if needs_escape(c) => {
+            c => {
                 let _ = write!(out, "\\u{{{:x}}}", c as u32);
             }
-            c => out.push(c),
         }
     }
-}
-
-/// Like [`escape_into`], for an unquoted token: spaces and `#` are escaped as well, so the
-/// header's fields stay where a reader expects them.
-pub(crate) fn escape_token(value: &str, out: &mut String) {
-    for c in value.chars() {
-        match c {
-            ' ' | '#' | '"' => {
-                let _ = write!(out, "\\u{{{:x}}}", c as u32);
-            }
-            c => escape_into(c.encode_utf8(&mut [0; 4]), out),
-        }
-    }
+    out.push_str(&value[plain..]);
 }
 
 #[cfg(test)]
@@ -558,10 +639,13 @@ mod props {
                 topic: e.body.topic().to_owned(),
                 publisher: e.sender.clone(),
                 seq: e.seq,
-                fields: fields(&e.body)
-                    .iter()
-                    .map(|(name, value)| ((*name).to_owned(), as_text(value)))
-                    .collect(),
+                fields: {
+                    let mut fields = Vec::new();
+                    each_field(&e.body, |name, value| {
+                        fields.push((name.to_owned(), as_text(&value)));
+                    });
+                    fields
+                },
             },
             Entry::Gap {
                 sender,
@@ -666,6 +750,25 @@ mod props {
                     !body.chars().any(needs_escape),
                     "{:?} holds a control or bidi character", out
                 );
+            }
+        }
+
+        #[test]
+        fn lines_written_one_after_another_carry_each_its_own_time(
+            times in vec(prop_oneof![3 => 1_700_000_000_000..1_700_000_005_000u64, 1 => ts_ms()], 1..32)
+        ) {
+            for format in [Format::Text, Format::Json] {
+                let mut lines = Lines::new(format);
+                for &ts_ms in &times {
+                    let entry = Entry::Gap {
+                        sender: "p".into(), epoch: 1, first: 1, last: 1, ts_ms, reason: GapReason::Expired,
+                    };
+                    let mut out = String::new();
+                    lines.write(&entry, &mut out);
+                    prop_assert_eq!(&out, &written(&entry, format));
+                    let ts = timestamp(ts_ms).to_string();
+                    prop_assert!(out.contains(&ts), "{:?} lacks {}", out, ts);
+                }
             }
         }
 

@@ -160,7 +160,13 @@ impl PositionFile {
             epoch: Some(epoch),
             last,
         };
-        self.positions.streams.insert(publisher.to_owned(), mark);
+        // In place: the publisher is named already but for its very first line.
+        match self.positions.streams.get_mut(publisher) {
+            Some(named) => *named = mark,
+            None => {
+                self.positions.streams.insert(publisher.to_owned(), mark);
+            }
+        }
         self.dirty = true;
     }
 

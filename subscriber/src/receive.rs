@@ -1,13 +1,15 @@
 //! One task per publisher event endpoint: owns a SUB socket, keeps it connected, decodes what
 //! arrives and passes it to the log writer, saying which endpoint it came from (its replay is
 //! asked from the paired replay endpoint). Undecodable messages are counted and dropped.
+//! Whatever has arrived by the time one message is taken travels with it, up to [`BATCH`].
 //!
 //! The SUB connects through a connect-side guard (`events-in`), which checks what the
 //! publisher sends before the library sees it. The guard closes the socket's connection when
 //! the publisher cannot be reached or is cut, so the first connect is retried here (with a
 //! capped backoff) and later ones are the library's own reconnects, through the same guard.
 
-use crate::writer::Arrival;
+use crate::writer::{Arrival, Arrivals};
+use futures::FutureExt;
 use guard::Limits;
 use plumbing::Rejects;
 use std::time::Duration;
@@ -22,6 +24,8 @@ const FIRST_RETRY_DELAY: Duration = Duration::from_millis(100);
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(2);
 /// While the publisher stays away, one failed connect in this many is logged.
 const LOG_EVERY_ATTEMPTS: u64 = 30;
+/// Most events handed to the writer at once.
+pub const BATCH: usize = 64;
 
 /// Receives from `endpoint` (pair number `index`) the events whose topic starts with one of
 /// `topics` (every event when empty) until `stop` is cancelled or the writer is gone; behind a
@@ -32,7 +36,7 @@ pub async fn receive(
     topics: &[String],
     endpoint: String,
     codec: Codec,
-    arrivals: mpsc::Sender<Arrival>,
+    arrivals: mpsc::Sender<Arrivals>,
     rejects: &Rejects,
     stop: CancellationToken,
     limits: Option<Limits>,
@@ -88,28 +92,42 @@ pub async fn receive(
         }
     }
     tracing::info!(%endpoint, ?topics, "subscribed");
+    let mut batch = Vec::with_capacity(BATCH);
     loop {
-        let message = tokio::select! {
+        let first = tokio::select! {
             m = socket.recv() => m,
             () = stop.cancelled() => break,
         };
-        match message {
-            Ok(message) => match codec.decode(&message) {
-                Ok(envelope) => {
-                    let arrival = Arrival::Live {
+        let mut next = Some(first);
+        // What else has arrived goes along in the same batch: one hop to the writer, and one
+        // wake-up of it, for many events when they come fast.
+        while let Some(message) = next.take() {
+            match message {
+                Ok(message) => match codec.decode(&message) {
+                    Ok(envelope) => batch.push(Arrival::Live {
                         endpoint: index,
                         envelope,
-                    };
-                    if arrivals.send(arrival).await.is_err() {
-                        break;
+                    }),
+                    Err(e) => {
+                        rejects.record(&endpoint, &e);
                     }
-                }
+                },
+                // The connection dropped; the socket reconnects by itself.
                 Err(e) => {
-                    rejects.record(&endpoint, &e);
+                    tracing::debug!(%endpoint, cause = %e, "receive interrupted");
+                    break;
                 }
-            },
-            // The connection dropped; the socket reconnects by itself.
-            Err(e) => tracing::debug!(%endpoint, cause = %e, "receive interrupted"),
+            }
+            if batch.len() < BATCH {
+                next = socket.recv().now_or_never();
+            }
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+        if arrivals.send(full).await.is_err() {
+            break;
         }
     }
 }

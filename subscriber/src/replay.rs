@@ -10,9 +10,10 @@
 //! Each socket connects through a connect-side guard of its own (`replay-in`), which checks
 //! what the publisher sends before the library sees it and goes with the socket.
 
+use crate::receive::BATCH;
 use crate::streams::Ask;
-use crate::writer::Arrival;
-use futures::StreamExt;
+use crate::writer::{Arrival, Arrivals};
+use futures::{FutureExt, StreamExt};
 use guard::Limits;
 use plumbing::{Guarded, Rejects};
 use std::collections::HashMap;
@@ -52,7 +53,7 @@ pub struct Client {
     /// Asks from the writer.
     pub asks: mpsc::Receiver<Ask>,
     /// Answers to the writer.
-    pub arrivals: mpsc::Sender<Arrival>,
+    pub arrivals: mpsc::Sender<Arrivals>,
     /// Counts answers that do not decode.
     pub rejects: Arc<Rejects>,
     /// Stops the task.
@@ -190,18 +191,32 @@ impl Client {
                 }
                 Wake::Message(Ok(message)) => {
                     heard = Instant::now();
-                    match self.codec.decode::<Replayed>(&message) {
-                        Ok(answer) => {
-                            if matches!(answer.body, Replayed::End(_)) {
-                                unanswered = unanswered.saturating_sub(1);
+                    // The messages of an answer that have arrived go to the writer together.
+                    let mut batch = Vec::new();
+                    let mut next = Some(Ok(message));
+                    let mut failed = None;
+                    while let Some(message) = next.take() {
+                        match message.map(|m| self.codec.decode::<Replayed>(&m)) {
+                            Ok(Ok(answer)) => {
+                                if matches!(answer.body, Replayed::End(_)) {
+                                    unanswered = unanswered.saturating_sub(1);
+                                }
+                                batch.push(Arrival::Replayed(answer));
                             }
-                            if self.arrivals.send(Arrival::Replayed(answer)).await.is_err() {
-                                return None;
+                            Ok(Err(e)) => {
+                                self.rejects.record(&self.endpoint, &e);
                             }
+                            Err(e) => failed = Some(format!("receive failed: {e}")),
                         }
-                        Err(e) => {
-                            self.rejects.record(&self.endpoint, &e);
+                        if failed.is_none() && batch.len() < BATCH {
+                            next = link.socket.recv().now_or_never();
                         }
+                    }
+                    if !batch.is_empty() && self.arrivals.send(batch).await.is_err() {
+                        return None;
+                    }
+                    if failed.is_some() {
+                        return failed;
                     }
                 }
                 Wake::Message(Err(e)) => return Some(format!("receive failed: {e}")),

@@ -30,7 +30,10 @@ const TICK: Duration = Duration::from_millis(100);
 /// Arrivals taken in one go before the log is flushed and the clock looked at.
 const BURST: usize = 4096;
 
-/// What reaches the writer.
+/// What reaches the writer at once: arrivals in the order they came, from one source.
+pub type Arrivals = Vec<Arrival>;
+
+/// One thing that reaches the writer.
 #[derive(Debug)]
 pub enum Arrival {
     /// From the SUB socket of endpoint pair `endpoint`.
@@ -46,7 +49,7 @@ pub enum Arrival {
 
 /// What wakes the writer.
 enum Wake {
-    Arrival(Arrival),
+    Arrival(Arrivals),
     Closed,
     Tick,
     Reopen,
@@ -94,7 +97,7 @@ impl Writer {
     /// `runtime` is the runtime the arrivals come from (this runs on a blocking thread).
     pub fn run(
         mut self,
-        mut arrivals: mpsc::Receiver<Arrival>,
+        mut arrivals: mpsc::Receiver<Arrivals>,
         runtime: Handle,
     ) -> anyhow::Result<()> {
         let mut next_tick = Instant::now() + TICK;
@@ -117,9 +120,11 @@ impl Writer {
             });
             match wake {
                 Wake::Arrival(first) => {
+                    let mut taken = first.len();
                     self.take(first)?;
-                    for _ in 0..BURST {
+                    while taken < BURST {
                         let Ok(next) = arrivals.try_recv() else { break };
+                        taken += next.len();
                         self.take(next)?;
                     }
                 }
@@ -149,32 +154,36 @@ impl Writer {
         Ok(())
     }
 
-    fn take(&mut self, arrival: Arrival) -> anyhow::Result<()> {
+    fn take(&mut self, arrivals: Arrivals) -> anyhow::Result<()> {
+        // One clock reading for what arrived together.
         let now = Instant::now();
-        let out = &mut self.actions;
-        match arrival {
-            Arrival::Live { endpoint, envelope } => {
-                self.ready.heard(endpoint, now);
-                let (header, body) = envelope.into_parts();
-                match body {
-                    Broadcast::Heartbeat(beat) => {
-                        self.streams.heartbeat(
-                            endpoint,
-                            &header.sender,
-                            header.epoch,
-                            beat,
-                            now,
-                            out,
-                        );
-                    }
-                    Broadcast::Event(event) => {
-                        self.streams.event(endpoint, header.with(event), now, out)
+        for arrival in arrivals {
+            let out = &mut self.actions;
+            match arrival {
+                Arrival::Live { endpoint, envelope } => {
+                    self.ready.heard(endpoint, now);
+                    let (header, body) = envelope.into_parts();
+                    match body {
+                        Broadcast::Heartbeat(beat) => {
+                            self.streams.heartbeat(
+                                endpoint,
+                                &header.sender,
+                                header.epoch,
+                                beat,
+                                now,
+                                out,
+                            );
+                        }
+                        Broadcast::Event(event) => {
+                            self.streams.event(endpoint, header.with(event), now, out)
+                        }
                     }
                 }
+                Arrival::Replayed(answer) => self.streams.replayed(answer, now, out),
             }
-            Arrival::Replayed(answer) => self.streams.replayed(answer, now, out),
+            self.apply(now)?;
         }
-        self.apply(now)
+        Ok(())
     }
 
     /// Carries out what the state machine decided.
