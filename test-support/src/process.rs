@@ -22,6 +22,17 @@ impl Process {
     /// otherwise, so workers started side by side never fight over a port. Its stderr goes to
     /// a file in `dir`.
     pub fn start(program: &Path, dir: &Path, env: &[(&str, String)]) -> Process {
+        Process::start_under(&[], program, dir, env)
+    }
+
+    /// [`Process::start`], with `program` run by the command `under` (e.g. `setpriv … --`),
+    /// which must exec it with the arguments that follow; empty: run directly.
+    pub fn start_under(
+        under: &[&str],
+        program: &Path,
+        dir: &Path,
+        env: &[(&str, String)],
+    ) -> Process {
         static STARTED: AtomicUsize = AtomicUsize::new(0);
         let name = program
             .file_stem()
@@ -32,7 +43,15 @@ impl Process {
         let stderr = dir.join(format!("{name}-{number}.stderr"));
         let file = std::fs::File::create(&stderr)
             .unwrap_or_else(|e| panic!("cannot create {}: {e}", stderr.display()));
-        let child = Command::new(program)
+        let mut command = match under.split_first() {
+            Some((wrapper, args)) => {
+                let mut command = Command::new(wrapper);
+                command.args(args).arg(program);
+                command
+            }
+            None => Command::new(program),
+        };
+        let child = command
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("RUST_LOG", "info")
