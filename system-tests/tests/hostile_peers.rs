@@ -114,26 +114,42 @@ async fn two_thousand_connections_opened_and_dropped_on_each_port_leave_the_syst
         "key": "alice",
     });
     let mut publisher = system.start_publisher().await;
-    let _subscriber = system.start_subscriber(&[]);
-    let _verifier = system.start_verifier("v1");
+    let mut subscriber = system.start_subscriber(&[]);
+    let mut verifier = system.start_verifier("v1");
     system.until_subscribed("before").await;
     system.until_verifiers(1).await;
     let a = system.addresses().clone();
+    let mut ports: Vec<String> = [&a.events, &a.tasks, &a.results, &a.replay]
+        .iter()
+        .map(|endpoint| endpoint.trim_start_matches("tcp://").to_owned())
+        .collect();
+    ports.push(a.http.to_string());
+    let health = [subscriber.health_addr().await, verifier.health_addr().await];
+    ports.extend(health.iter().map(|address| address.to_string()));
 
-    // Act: 2 000 connections per port, 100 open at a time, each dropped at once.
-    for endpoint in [&a.events, &a.tasks, &a.results, &a.replay] {
-        let address = endpoint.trim_start_matches("tcp://").to_owned();
+    // Act: 2 000 connections per port (the ZMQ ports, HTTP and the workers' health ports),
+    // 100 open at a time, each dropped at once.
+    for address in ports {
         for _ in 0..20 {
             let batch: Vec<_> = (0..100)
                 .map(|_| tokio::net::TcpStream::connect(address.clone()))
                 .collect();
             for connection in futures::future::join_all(batch).await {
-                drop(connection.expect("the guard accepts"));
+                drop(connection.expect("the port accepts"));
             }
         }
     }
 
     // Assert
-    assert!(publisher.exited().is_none(), "{}", publisher.stderr());
+    for process in [&mut publisher, &mut subscriber, &mut verifier] {
+        assert!(process.exited().is_none(), "{}", process.stderr());
+    }
     still_serves(&system, "after-the-flood", &signature).await;
+    for address in health {
+        let status = test_support::Api::new(address)
+            .get("/healthz")
+            .await
+            .status();
+        assert_eq!(status, 200, "{address} after the flood");
+    }
 }
