@@ -13,7 +13,7 @@
 //! A failed or empty lookup keeps the last good set (with a warning): a DNS blip must not drop
 //! live peers.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, btree_map};
 use std::fmt;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
@@ -327,11 +327,11 @@ where
             keep
         });
         for peer in current {
-            if !running.contains_key(&peer) {
-                tracing::info!(?peer, "peer found; connecting");
+            if let btree_map::Entry::Vacant(place) = running.entry(peer) {
+                tracing::info!(peer = ?place.key(), "peer found; connecting");
                 let token = stop.child_token();
-                tasks.spawn(start(&peer, token.clone()));
-                running.insert(peer, token);
+                tasks.spawn(start(place.key(), token.clone()));
+                place.insert(token);
             }
         }
         tokio::select! {
