@@ -1,9 +1,11 @@
 //! What every binary of the system does the same way: the flags common to all (design §8),
 //! logging to stderr through tracing, turning SIGTERM / Ctrl-C into a graceful stop, and the
-//! workers' health port (`health`).
+//! workers' health port (`health`), and following the host names workers connect to
+//! (`resolve`).
 
 mod guarded;
 pub mod health;
+pub mod resolve;
 
 pub use guarded::{ConnectError, GuardArgs, Guarded, bind_guarded, connect_guarded, guard_remote};
 

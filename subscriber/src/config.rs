@@ -1,6 +1,7 @@
 //! Every knob of the subscriber, each a flag with an environment variable (design §8).
 
 use plumbing::health::HealthAddr;
+use plumbing::resolve::{Peer, Target};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -12,13 +13,15 @@ use std::time::Duration;
     about = "Writes one line per event to a log file"
 )]
 pub struct Config {
-    /// Publisher event endpoints to connect to (comma-separated for several publishers).
+    /// Publisher event endpoints to connect to (comma-separated for several publishers). A
+    /// host name is followed: every address it resolves to is a publisher (see DNS_REFRESH).
     #[arg(long, env = "EVENTS_CONNECT", default_value = "tcp://127.0.0.1:4444", value_delimiter = ',', value_parser = plumbing::parse_endpoint)]
     pub events_connect: Vec<String>,
 
     /// Publisher replay endpoints (their ROUTER sockets), comma-separated, in the same order as
     /// EVENTS_CONNECT: what arrived from the i-th event endpoint is replayed from the i-th
-    /// replay endpoint. Empty (`REPLAY_CONNECT=` or `--replay-connect ''`) disables replay.
+    /// replay endpoint. With a host name, the i-th replay endpoint names the same host as the
+    /// i-th event endpoint. Empty (`REPLAY_CONNECT=` or `--replay-connect ''`) disables replay.
     #[arg(long, env = "REPLAY_CONNECT", default_value = "tcp://127.0.0.1:4447", value_delimiter = ',', value_parser = parse_optional_endpoint)]
     pub replay_connect: Vec<String>,
 
@@ -56,6 +59,10 @@ pub struct Config {
     /// Address of the health port (`/healthz`, `/readyz`, `/metrics`); empty or `off`: none.
     #[arg(long, env = "HEALTH_ADDR", default_value = "0.0.0.0:9101", value_parser = HealthAddr::parse)]
     pub health_addr: HealthAddr,
+
+    /// How host names are followed (`DNS_REFRESH`).
+    #[command(flatten)]
+    pub follow: plumbing::resolve::FollowArgs,
 
     /// Flags every binary takes.
     #[command(flatten)]
@@ -107,6 +114,9 @@ pub enum ConfigError {
         /// Entries in REPLAY_CONNECT.
         replay: usize,
     },
+    /// An event endpoint and its replay endpoint cannot be followed as one publisher.
+    #[error("EVENTS_CONNECT and REPLAY_CONNECT: {0}")]
+    Target(#[from] plumbing::resolve::TargetError),
 }
 
 impl Config {
@@ -142,6 +152,24 @@ impl Config {
                 replay: replay.get(i).map(|r| (*r).clone()),
             })
             .collect())
+    }
+}
+
+impl PublisherEndpoints {
+    /// What to follow for this pair: its host name's every address, or the pair itself.
+    pub fn target(&self) -> Result<Target, ConfigError> {
+        let mut endpoints = vec![self.events.as_str()];
+        endpoints.extend(self.replay.as_deref());
+        Ok(Target::new(&endpoints)?)
+    }
+
+    /// The pair of one peer of a [`target`](Self::target): its event endpoint, then its
+    /// replay endpoint when replay is on.
+    pub fn of_peer(peer: &Peer) -> Option<PublisherEndpoints> {
+        Some(PublisherEndpoints {
+            events: peer.first()?.clone(),
+            replay: peer.get(1).cloned(),
+        })
     }
 }
 
@@ -225,6 +253,45 @@ mod tests {
             config.publishers().expect("pairs")[1].replay.as_deref(),
             Some("tcp://b:2")
         );
+    }
+
+    #[test]
+    fn a_named_pair_is_followed_and_one_naming_two_hosts_is_refused() {
+        let config = parse(&[
+            "--events-connect",
+            "tcp://pubs:4444",
+            "--replay-connect",
+            "tcp://pubs:4447",
+        ])
+        .expect("parses");
+        let pair = config.publishers().expect("pairs").remove(0);
+        assert_eq!(
+            pair.target().expect("one host"),
+            Target::Name {
+                name: "pubs".into(),
+                ports: vec![4444, 4447]
+            }
+        );
+        let peer = vec![
+            "tcp://10.0.0.2:4444".to_owned(),
+            "tcp://10.0.0.2:4447".to_owned(),
+        ];
+        let endpoints = PublisherEndpoints::of_peer(&peer).expect("a pair");
+        assert_eq!(endpoints.replay.as_deref(), Some("tcp://10.0.0.2:4447"));
+
+        let config = parse(&[
+            "--events-connect",
+            "tcp://pubs:4444",
+            "--replay-connect",
+            "tcp://others:4447",
+        ])
+        .expect("parses");
+        let refusal = config.publishers().expect("pairs")[0]
+            .target()
+            .expect_err("two hosts")
+            .to_string();
+        assert!(refusal.contains("tcp://others:4447"), "{refusal}");
+        assert_eq!(config.follow.dns_refresh, Duration::from_secs(5));
     }
 
     #[test]

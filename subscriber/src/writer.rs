@@ -19,6 +19,7 @@ use crate::log_file::LogFile;
 use crate::log_line::Entry;
 use crate::position::PositionFile;
 use crate::streams::{Action, Ask, Streams};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::runtime::Handle;
@@ -33,9 +34,23 @@ const BURST: usize = 4096;
 /// What reaches the writer.
 #[derive(Debug)]
 pub enum Arrival {
-    /// From the SUB socket of endpoint pair `endpoint`.
+    /// Publisher connection `endpoint` opened; nothing of it arrives before this.
+    Joined {
+        /// Its number (never reused).
+        endpoint: usize,
+        /// Its event endpoint (for `/readyz`).
+        events: String,
+        /// Its replay client; `None` when replay is off.
+        asks: Option<mpsc::Sender<Ask>>,
+    },
+    /// Publisher connection `endpoint` closed; nothing of it arrives after this.
+    Left {
+        /// Its number.
+        endpoint: usize,
+    },
+    /// From the SUB socket of publisher connection `endpoint`.
     Live {
-        /// Index of the endpoint pair.
+        /// Number of the connection.
         endpoint: usize,
         /// The event or heartbeat.
         envelope: Envelope<Broadcast>,
@@ -57,8 +72,8 @@ pub struct Writer {
     log: LogFile,
     streams: Streams,
     positions: PositionFile,
-    /// Per endpoint pair, its replay client (none when replay is off).
-    asks: Vec<Option<mpsc::Sender<Ask>>>,
+    /// Per open publisher connection with replay, its replay client.
+    asks: HashMap<usize, mpsc::Sender<Ask>>,
     actions: Vec<Action>,
     /// What `/readyz` says.
     ready: Ready,
@@ -74,7 +89,6 @@ impl Writer {
         log: LogFile,
         streams: Streams,
         positions: PositionFile,
-        asks: Vec<Option<mpsc::Sender<Ask>>>,
         ready: Ready,
         reopen: Arc<Notify>,
     ) -> Self {
@@ -82,7 +96,7 @@ impl Writer {
             log,
             streams,
             positions,
-            asks,
+            asks: HashMap::new(),
             actions: Vec::new(),
             ready,
             reopen,
@@ -153,6 +167,20 @@ impl Writer {
         let now = Instant::now();
         let out = &mut self.actions;
         match arrival {
+            Arrival::Joined {
+                endpoint,
+                events,
+                asks,
+            } => {
+                self.ready.add(endpoint, events);
+                if let Some(asks) = asks {
+                    self.asks.insert(endpoint, asks);
+                }
+            }
+            Arrival::Left { endpoint } => {
+                self.ready.remove(endpoint);
+                self.asks.remove(&endpoint);
+            }
             Arrival::Live { endpoint, envelope } => {
                 self.ready.heard(endpoint, now);
                 let (header, body) = envelope.into_parts();
@@ -194,7 +222,7 @@ impl Writer {
                 }
                 Action::Ask(ask) => {
                     let publisher = ask.publisher.clone();
-                    let client = self.asks.get(ask.endpoint).and_then(Option::as_ref);
+                    let client = self.asks.get(&ask.endpoint);
                     if client.is_none_or(|asks| asks.try_send(ask).is_err()) {
                         self.streams.unsent(&publisher, now);
                     }

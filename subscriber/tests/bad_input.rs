@@ -153,13 +153,14 @@ async fn an_unreadable_log_directory_is_a_clear_error_at_start() {
     let log = logs.join("subscriber.log");
 
     // Act
-    let mut subscriber = Process::start_under(
-        &[
-            "setpriv",
-            "--bounding-set=-dac_override,-dac_read_search",
-            "--",
-        ],
-        env!("CARGO_BIN_EXE_subscriber").as_ref(),
+    let mut setpriv = std::process::Command::new("setpriv");
+    setpriv
+        .arg("--bounding-set=-dac_override,-dac_read_search")
+        .arg("--")
+        .arg(env!("CARGO_BIN_EXE_subscriber"));
+    let mut subscriber = Process::start_command(
+        setpriv,
+        "subscriber",
         dir.path(),
         &[("LOG_FILE", log.display().to_string())],
     );
