@@ -7,7 +7,9 @@ mod guarded;
 pub mod health;
 pub mod resolve;
 
-pub use guarded::{ConnectError, GuardArgs, Guarded, bind_guarded, connect_guarded, guard_remote};
+pub use guarded::{
+    ConnectError, GuardArgs, Guarded, bind_guarded, connect_guarded, connect_retrying, guard_remote,
+};
 
 use anyhow::Context;
 use std::io::IsTerminal;
