@@ -566,7 +566,8 @@ async fn log_keep_bounds_the_rotated_files_and_the_oldest_go_first() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_subscriber_killed_while_rotating_under_load_restarts_with_every_event_once() {
+async fn a_subscriber_killed_while_rotating_under_load_restarts_with_every_event_once_whatever_log_sync()
+ {
     // Arrange: a 1 KiB cap (a dozen lines a file), so rotations come one after another, and
     // every rotated file kept.
     const MAX_BYTES: u64 = 1024;
@@ -580,12 +581,15 @@ async fn a_subscriber_killed_while_rotating_under_load_restarts_with_every_event
     } = RotatingUnderLoad::start(MAX_BYTES, KEEP).await;
     let log = system.log_path();
 
-    // Act: three times, SIGKILL in the middle of the load, and a restart while it goes on.
-    for _ in 0..3 {
+    // Act: three times, SIGKILL in the middle of the load (the first time with the default
+    // LOG_SYNC, then with each other policy), and a restart while it goes on.
+    for sync in ["always", "never", "interval:50"] {
         load.until_answered(150).await;
         subscriber.kill();
         load.until_answered(30).await;
-        subscriber = system.start_subscriber(&rotating(MAX_BYTES, KEEP));
+        let mut env = rotating(MAX_BYTES, KEEP).to_vec();
+        env.push(("LOG_SYNC", sync.to_owned()));
+        subscriber = system.start_subscriber(&env);
         subscriber
             .wait_for_log("subscriber running", PATIENCE)
             .await;
