@@ -56,6 +56,23 @@ pub struct Config {
     #[arg(long = "format", env = "LOG_FORMAT", value_enum, default_value_t = Format::Text)]
     pub format: Format,
 
+    /// When the log is forced to disk: `always` (after every batch of lines written),
+    /// `interval:<ms>` (at most this long after a line is written), or `never` (when the OS
+    /// chooses). Positions are saved only of lines synced (`always`, `interval`) or written
+    /// (`never`).
+    #[arg(long, env = "LOG_SYNC", default_value = "interval:200")]
+    pub log_sync: plumbing::SyncPolicy,
+
+    /// Size past which the log is rotated by the subscriber itself: synced, renamed
+    /// `<LOG_FILE>.1` (older ones shifted up to `.<LOG_KEEP>`, the oldest deleted) and a new
+    /// one begun. A line never straddles two files. Unset: never (leave it to logrotate).
+    #[arg(long, env = "LOG_MAX_BYTES", value_parser = clap::value_parser!(u64).range(1..))]
+    pub log_max_bytes: Option<u64>,
+
+    /// Rotated logs kept beside LOG_FILE with LOG_MAX_BYTES (`.1` the newest).
+    #[arg(long, env = "LOG_KEEP", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=MAX_KEEP))]
+    pub log_keep: u32,
+
     /// Address of the health port (`/healthz`, `/readyz`, `/metrics`); empty or `off`: none.
     #[arg(long, env = "HEALTH_ADDR", default_value = "0.0.0.0:9101", value_parser = HealthAddr::parse)]
     pub health_addr: HealthAddr,
@@ -72,6 +89,9 @@ pub struct Config {
     #[command(subcommand)]
     pub command: Option<plumbing::health::Command>,
 }
+
+/// Most rotated logs `LOG_KEEP` may ask for.
+const MAX_KEEP: i64 = 1000;
 
 /// How each event is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -301,6 +321,38 @@ mod tests {
         assert!(parse(&[]).expect("parses").topic_prefixes().is_empty());
         let blank = parse(&["--topics", ""]).expect("parses");
         assert!(blank.topic_prefixes().is_empty());
+    }
+
+    #[test]
+    fn the_log_syncs_every_200ms_by_default_and_rotates_only_when_asked() {
+        let config = parse(&[]).expect("parses");
+        assert_eq!(
+            config.log_sync,
+            plumbing::SyncPolicy::Interval(Duration::from_millis(200))
+        );
+        assert_eq!((config.log_max_bytes, config.log_keep), (None, 5));
+        let config =
+            parse(&["--log-sync", "always", "--log-max-bytes", "1048576"]).expect("parses");
+        assert_eq!(config.log_sync, plumbing::SyncPolicy::Always);
+        assert_eq!(config.log_max_bytes, Some(1_048_576));
+    }
+
+    #[test]
+    fn a_sync_policy_size_or_keep_that_makes_no_sense_is_refused_by_name() {
+        for (flag, value) in [
+            ("--log-sync", "sometimes"),
+            ("--log-sync", "interval:0"),
+            ("--log-max-bytes", "0"),
+            ("--log-max-bytes", "10MB"),
+            ("--log-max-bytes", "-1"),
+            ("--log-keep", "0"),
+            ("--log-keep", "1001"),
+        ] {
+            let error = parse(&[&format!("{flag}={value}")])
+                .expect_err(value)
+                .to_string();
+            assert!(error.contains(flag), "{flag} {value}: {error}");
+        }
     }
 
     #[test]

@@ -53,6 +53,14 @@ pub fn describe() {
         "log_reopened_total",
         "Times the log file was reopened by path after SIGHUP (log rotation)."
     );
+    describe_counter!(
+        "log_rotations_total",
+        "Times the subscriber rotated the log itself past LOG_MAX_BYTES."
+    );
+    describe_counter!(
+        "log_rotation_failures_total",
+        "Rotations past LOG_MAX_BYTES that a refused rename put off (tried again 10 s later)."
+    );
     describe_gauge!(
         "lag_events",
         "Events a publisher is known to have sent that the log does not account for yet, by publisher."
@@ -71,6 +79,8 @@ pub fn describe() {
         "replay_requests_total",
         "events_replayed_total",
         "log_reopened_total",
+        "log_rotations_total",
+        "log_rotation_failures_total",
     ] {
         metrics::counter!(name).increment(0);
     }

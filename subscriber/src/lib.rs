@@ -18,6 +18,7 @@
 //! | `position`, `recover` | the position file beside the log, and reconciling it at start |
 //! | `health` | what the health port (`HEALTH_ADDR`) shows: metrics described, readiness |
 //! | `reopen` | SIGHUP: reopen the log by its path (logrotate) |
+//! | `rotate` | rotating the log by itself past `LOG_MAX_BYTES` |
 
 mod config;
 mod connection;
@@ -30,6 +31,7 @@ mod receive;
 mod recover;
 mod reopen;
 mod replay;
+mod rotate;
 mod streams;
 mod writer;
 
@@ -121,11 +123,27 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         filtered: !topics.is_empty(),
     };
     let streams = streams::Streams::new(settings, recovered.resume);
-    let positions = position::PositionFile::new(pos_path, recovered.positions);
-    let writer = writer::Writer::new(log, streams, positions, ready, reopen);
+    let keeping = writer::Keeping {
+        sync: config.log_sync,
+        rotation: config.log_max_bytes.map(|max_bytes| rotate::Rotation {
+            max_bytes,
+            keep: config.log_keep,
+        }),
+    };
+    let positions =
+        position::PositionFile::new(pos_path, recovered.positions, keeping.save_every());
+    let writer = writer::Writer::new(log, streams, positions, ready, reopen, keeping);
     let runtime = tokio::runtime::Handle::current();
     let mut writer = tokio::task::spawn_blocking(move || writer.run(queue, runtime));
-    tracing::info!(path = %config.log_file.display(), from = ?config.from, ?topics, health = %health_addr, "subscriber running");
+    tracing::info!(
+        path = %config.log_file.display(),
+        sync = %config.log_sync,
+        max_bytes = ?config.log_max_bytes,
+        from = ?config.from,
+        ?topics,
+        health = %health_addr,
+        "subscriber running"
+    );
 
     tokio::select! {
         () = shutdown => {}
