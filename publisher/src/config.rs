@@ -123,7 +123,8 @@ pub struct Config {
     pub header_read_timeout: Duration,
 
     /// Event endpoints of the other publishers behind the same load balancer,
-    /// comma-separated (`tcp://tasks.publisher:4444` names a whole Swarm service; this
+    /// comma-separated. A host name stands for every address it resolves to, looked up again
+    /// every `DNS_REFRESH` (`tcp://tasks.publisher:4444` names a whole Swarm service; this
     /// publisher's own events are recognised and ignored). Their signature events are
     /// followed so that `GET /signatures/{id}` answers here for their requests too. Unset:
     /// a single publisher (empty entries are skipped, so `PEERS_CONNECT=` is unset too).
@@ -151,6 +152,10 @@ pub struct Config {
     /// Serve the API without publishing events (for measuring what publishing costs).
     #[arg(long, env = "EVENTS_DISABLED", hide = true, default_value_t = false)]
     pub events_disabled: bool,
+
+    /// How host names in `PEERS_CONNECT` are followed (`DNS_REFRESH`).
+    #[command(flatten)]
+    pub follow: plumbing::resolve::FollowArgs,
 
     /// Flags every binary takes.
     #[command(flatten)]

@@ -28,6 +28,7 @@ pub use config::{Command, Config, Healthcheck};
 pub use error::ApiError;
 
 use anyhow::Context;
+use plumbing::resolve::Target;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -166,8 +167,12 @@ impl Publisher {
         };
         let (verification, dispatcher, verification_endpoints) =
             verification::start(&settings, codec.clone(), events.clone()).await?;
+        let targets = config.peers().into_iter().map(|endpoint| {
+            Target::new(&[endpoint.as_str()]).with_context(|| format!("PEERS_CONNECT {endpoint}"))
+        });
         let following = peers::Settings {
-            connect: config.peers(),
+            connect: targets.collect::<anyhow::Result<_>>()?,
+            dns_refresh: config.follow.dns_refresh,
             capacity: config.results_capacity,
             ttl: config.results_ttl,
             limits: worker_limits,

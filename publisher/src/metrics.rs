@@ -25,6 +25,8 @@ pub fn handle() -> &'static PrometheusHandle {
 /// labels are registered at zero, so a dashboard sees them before anything happened.
 pub fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram};
+    // PEERS_CONNECT may name a host name to follow.
+    plumbing::resolve::describe_metrics();
     const PLAIN_COUNTERS: &[(&str, &str)] = &[
         (
             "http_requests_shed_total",

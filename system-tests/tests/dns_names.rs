@@ -54,16 +54,21 @@ impl Ports {
     }
 }
 
-/// Starts a publisher with id `pub-<address>` bound on `address` at `ports`.
-async fn start_publisher(dir: &Path, address: &str, ports: &Ports) -> RunningPublisher {
-    let env = [
+/// The environment of a publisher with id `pub-<address>` bound on `address` at `ports`.
+fn publisher_env(address: &str, ports: &Ports) -> Vec<(&'static str, String)> {
+    vec![
         ("PUBLISHER_ID", format!("pub-{address}")),
         ("HTTP_ADDR", format!("{address}:0")),
         ("EVENTS_BIND", format!("tcp://{address}:{}", ports.events)),
         ("TASKS_BIND", format!("tcp://{address}:{}", ports.tasks)),
         ("RESULTS_BIND", format!("tcp://{address}:{}", ports.results)),
         ("REPLAY_BIND", format!("tcp://{address}:{}", ports.replay)),
-    ];
+    ]
+}
+
+/// Starts a publisher with id `pub-<address>` bound on `address` at `ports`.
+async fn start_publisher(dir: &Path, address: &str, ports: &Ports) -> RunningPublisher {
+    let env = publisher_env(address, ports);
     RunningPublisher::start(&binary("publisher"), dir, &env).await
 }
 
@@ -90,6 +95,18 @@ fn start_subscriber(hosts: &HostsFile, dir: &Path, ports: &Ports) -> Process {
         ("DNS_REFRESH", format!("{}s", REFRESH.as_secs())),
     ];
     hosts.start(&binary("subscriber"), dir, &env)
+}
+
+/// Starts verifier `v1` given only the name, with the keys of `keys`.
+fn start_verifier(hosts: &HostsFile, dir: &Path, ports: &Ports, keys: &KeyFolder) -> Process {
+    let env = [
+        ("TASKS_CONNECT", format!("tcp://{NAME}:{}", ports.tasks)),
+        ("RESULTS_CONNECT", format!("tcp://{NAME}:{}", ports.results)),
+        ("KEYS_DIR", keys.keys_dir().display().to_string()),
+        ("VERIFIER_ID", "v1".to_owned()),
+        ("DNS_REFRESH", format!("{}s", REFRESH.as_secs())),
+    ];
+    hosts.start(&binary("verifier"), dir, &env)
 }
 
 /// How many times each `param` is in the log.
@@ -155,14 +172,7 @@ async fn a_verifier_given_a_name_serves_every_publisher_behind_it() {
     let (ports, publishers, hosts) = behind_the_name(dir.path(), &addresses).await;
 
     // Act
-    let env = [
-        ("TASKS_CONNECT", format!("tcp://{NAME}:{}", ports.tasks)),
-        ("RESULTS_CONNECT", format!("tcp://{NAME}:{}", ports.results)),
-        ("KEYS_DIR", keys.keys_dir().display().to_string()),
-        ("VERIFIER_ID", "v1".to_owned()),
-        ("DNS_REFRESH", format!("{}s", REFRESH.as_secs())),
-    ];
-    let _verifier = hosts.start(&binary("verifier"), dir.path(), &env);
+    let _verifier = start_verifier(&hosts, dir.path(), &ports, &keys);
 
     // Assert: each publisher hears of the verifier and gets its signatures checked.
     for publisher in &publishers {
@@ -236,4 +246,65 @@ async fn a_publisher_added_to_the_name_is_followed_and_one_removed_is_let_go() {
         "{}",
         page.0
     );
+}
+
+#[tokio::test]
+async fn publishers_given_their_own_name_as_peers_answer_each_others_requests() {
+    // Arrange: two publishers whose PEERS_CONNECT is the name of both (themselves included,
+    // as a Swarm service's `tasks.<service>` is), and a verifier following the name.
+    let dir = tempfile::tempdir().expect("a scratch directory");
+    let keys = KeyFolder::new();
+    let alice = keys.key("alice");
+    let addresses = ["127.0.0.2", "127.0.0.3"];
+    let ports = Ports::free_on(&addresses);
+    let hosts = HostsFile::new(dir.path(), NAME, &addresses);
+    let mut publishers = Vec::new();
+    for address in addresses {
+        let mut env = publisher_env(address, &ports);
+        env.push(("PEERS_CONNECT", format!("tcp://{NAME}:{}", ports.events)));
+        env.push(("DNS_REFRESH", format!("{}s", REFRESH.as_secs())));
+        let process = hosts.start(&binary("publisher"), dir.path(), &env);
+        publishers.push(RunningPublisher::started(process).await);
+    }
+    let _verifier = start_verifier(&hosts, dir.path(), &ports, &keys);
+    for publisher in &publishers {
+        let api = publisher.api();
+        let what = format!(
+            "{} to hear of its peer and the verifier",
+            publisher.addresses.id
+        );
+        wait_until(&what, PATIENCE, async || {
+            let peers = metric(&api, "peer_publishers_known").await.unwrap_or(0.0);
+            (peers >= 1.0 && api.verifiers().await >= 1).then_some(())
+        })
+        .await;
+    }
+
+    for (taker, asked) in [
+        (&publishers[0], &publishers[1]),
+        (&publishers[1], &publishers[0]),
+    ] {
+        // Act: a request taken by one, asked of the other.
+        let text = format!("taken by {}", taker.addresses.id);
+        let signature = keys.sign_hex(&alice, text.as_bytes());
+        let body = json!({"text": text, "signature": signature, "key": "alice"});
+        let (status, answer) = taker.api().post_signature("", &body).await;
+        assert_eq!(status, 202, "{answer}");
+        let id = answer["id"].as_str().expect("an id").to_owned();
+
+        // Assert: the other answers with the taker's verdict.
+        let other = asked.api();
+        let verdict = wait_until(&format!("{id} final on the other"), PATIENCE, async || {
+            let (status, answer) = other.get_json(&format!("/signatures/{id}")).await;
+            (status == 200 && answer["status"] != "pending").then_some(answer)
+        })
+        .await;
+        assert_eq!(verdict["status"], "valid", "{verdict}");
+    }
+    // Each follows only the other: its own events, reached through the same name, are not
+    // counted as a peer's.
+    for publisher in &publishers {
+        let known = metric(&publisher.api(), "peer_publishers_known").await;
+        assert_eq!(known, Some(1.0), "{}", publisher.addresses.id);
+    }
 }

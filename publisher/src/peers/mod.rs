@@ -11,6 +11,8 @@ mod statuses;
 pub use statuses::PeerStatuses;
 
 use guard::Limits;
+use plumbing::Rejects;
+use plumbing::resolve::{self, Follow, PeerTaskFailed, Target};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinHandle;
@@ -19,8 +21,11 @@ use wire::{Codec, Origin};
 
 /// How peers are followed.
 pub struct Settings {
-    /// The peers' event endpoints (this publisher's own may be among them).
-    pub connect: Vec<String>,
+    /// The peers' event endpoints (this publisher's own may be among them); a host name
+    /// stands for every address it resolves to.
+    pub connect: Vec<Target>,
+    /// How often host names are looked up again (`DNS_REFRESH`).
+    pub dns_refresh: Duration,
     /// Most peer requests kept (`RESULTS_CAPACITY`).
     pub capacity: usize,
     /// How long each is kept (`RESULTS_TTL`).
@@ -33,34 +38,55 @@ pub struct Settings {
 pub struct Peers {
     /// What the peers' events said.
     pub statuses: Arc<PeerStatuses>,
-    followers: follow::Followers,
+    links: JoinHandle<Result<(), PeerTaskFailed>>,
     purge: JoinHandle<()>,
-    purge_stop: CancellationToken,
+    /// Stops the links and the purge task.
+    stop: CancellationToken,
 }
 
 impl Peers {
-    /// Starts following the peers of `settings` on behalf of the publisher `own`.
+    /// Starts following the peers of `settings` on behalf of the publisher `own`: a link
+    /// to each endpoint, opened and closed as the addresses of a followed name come and go.
     pub fn start(settings: Settings, own: Origin, codec: Codec) -> Peers {
         let statuses = Arc::new(PeerStatuses::new(own, settings.capacity, settings.ttl));
-        let purge_stop = CancellationToken::new();
+        let stop = CancellationToken::new();
         let purge = tokio::spawn({
-            let (statuses, stop) = (statuses.clone(), purge_stop.clone());
+            let (statuses, stop) = (statuses.clone(), stop.clone());
             async move { statuses.purge_expired(stop).await }
         });
-        let mut followers = follow::Followers::new(statuses.clone(), codec, settings.limits);
-        followers.update(&settings.connect);
+        let rejects = Arc::new(Rejects::new("a peer's message that could not be used"));
+        let follow = Follow::start(settings.connect, settings.dns_refresh);
+        let links = tokio::spawn(resolve::for_each_peer(follow, stop.clone(), {
+            let statuses = statuses.clone();
+            move |peer, gone| {
+                // A target of one endpoint: each peer is that one endpoint.
+                let endpoint = peer.first().cloned().unwrap_or_default();
+                follow::follow(
+                    endpoint,
+                    statuses.clone(),
+                    codec.clone(),
+                    settings.limits.clone(),
+                    rejects.clone(),
+                    gone,
+                )
+            }
+        }));
         Peers {
             statuses,
-            followers,
+            links,
             purge,
-            purge_stop,
+            stop,
         }
     }
 
     /// Closes the links and stops the purge task.
     pub async fn stop(self) {
-        self.followers.stop().await;
-        self.purge_stop.cancel();
+        self.stop.cancel();
+        match self.links.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(cause = %e, "peer link failed"),
+            Err(e) => tracing::error!(cause = %e, "peer links failed"),
+        }
         if let Err(e) = self.purge.await {
             tracing::error!(cause = %e, "peer purge task failed");
         }
