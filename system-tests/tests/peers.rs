@@ -13,6 +13,12 @@ use zeromq::{Socket, SocketSend};
 const SHARED_KEY: &str = "the-shared-key-of-the-publishers!";
 const ROGUE_KEY: &str = "a-key-nobody-else-has-of-32-bytes";
 
+/// The tests of this file take turns. Each learns two publishers' ports by starting and
+/// killing them, then starts them again on those ports; a publisher of another test starting
+/// meanwhile may be given one of the ports just freed (seen under load), and the restart then
+/// cannot bind.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Publisher A (the [`TestSystem`]'s own) and publisher B, each following the other, and
 /// verifier `v1` serving both.
 struct TwoPublishers {
@@ -22,6 +28,8 @@ struct TwoPublishers {
     _a: Process,
     b: RunningPublisher,
     verifier: Process,
+    /// Held for the whole test: see [`ONE_AT_A_TIME`].
+    _turn: tokio::sync::MutexGuard<'static, ()>,
 }
 
 impl TwoPublishers {
@@ -34,6 +42,7 @@ impl TwoPublishers {
         b_env: &[(&str, String)],
         b_extra_peers: &[String],
     ) -> Self {
+        let turn = ONE_AT_A_TIME.lock().await;
         let alice = system.keys.key("alice");
         let program = binary("publisher");
         let with_id = |id: &str| {
@@ -79,6 +88,7 @@ impl TwoPublishers {
             _a: a,
             b,
             verifier,
+            _turn: turn,
         };
         for api in [started.a(), &started.b()] {
             until_ready(api).await;
