@@ -190,6 +190,20 @@ def log_settled(log):
         time.sleep(0.1)
 
 
+def json_flag(p, name):
+    """--json: where a script writes its figures (default bench/results/<name>.json), for
+    bench/all.py to collect."""
+    p.add_argument("--json", type=Path, default=ROOT / f"bench/results/{name}.json",
+                   help="where the figures are written as JSON")
+
+
+def write_json(path, figures):
+    """Writes a script's figures to `path` and says where."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(figures, indent=2) + "\n")
+    print(f"written: {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
+
+
 def medians(results, skip=()):
     """{name: {figure: median over rounds}} from {name: [per-round dict]}, numbers only."""
     return {name: {k: statistics.median(s[k] for s in runs) for k, v in runs[0].items()

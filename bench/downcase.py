@@ -25,7 +25,8 @@ Columns: req/s and wrk's latency; `pub us/req`, the publisher's utime+stime per 
 request ((a): until the log has settled); `sub us/ev`, the subscriber's per event; `wrk us/req`;
 `others`, cores busy with anything else during the load. `med`: medians over rounds. wrk and
 the servers share the cores, so once those are all busy req/s follows total CPU per request,
-and CPU/req is the steadier figure. The issue's target is req/s (a)/(b) >= 0.85.
+and CPU/req is the steadier figure. The issue's target is req/s (a)/(b) >= 0.85. The figures
+are also written as JSON (--json, default bench/results/downcase.json).
 """
 
 import os
@@ -164,11 +165,13 @@ def main():
                         help="also (f) a bare axum /downcase, the anchor the system is held to")
     parser.add_argument("--journal", action="store_true",
                         help="also (e) the system with the journal (JOURNAL_SYNC=always)")
+    common.json_flag(parser, "downcase")
     args = parser.parse_args()
     common.prepare(args, ["-p", "publisher", "-p", "subscriber"])
     if args.anchor and not args.no_build:
         subprocess.run(["cargo", "build", "--release", "-q", "-p", "publisher", "--example",
                         "bare_downcase"], cwd=common.ROOT, check=True)
+    load_before = os.getloadavg()[0]
     print(f"wrk -t{args.threads} -c{args.connections} -d{args.duration}s, {args.rounds} rounds"
           f" of each interleaved, {os.cpu_count()} CPUs")
     print(ROW.format("round", "run", "req/s", "p50 ms", "p99 ms", "pub us/req", "sub us/ev",
@@ -218,6 +221,14 @@ def main():
               f" {j['fsyncs_s']:.0f} fsyncs/s, {j['events_fsync']:.1f} events per fsync")
     common.warn_if_busy(results)
     print("every 2xx request of every (a) round is in subscriber.log, no gap lines: yes")
+    common.write_json(args.json, {
+        "settings": {"rounds": args.rounds, "duration_s": args.duration, "threads": args.threads,
+                     "connections": args.connections, "cpus": os.cpu_count(),
+                     "load_average": [load_before, os.getloadavg()[0]]},
+        "rounds": results, "medians": med,
+        "ratios": {"system_over_baseline": a["rps"] / b["rps"], **({
+            "system_over_anchor": a["rps"] / med["anchor"]["rps"]} if "anchor" in med else {})},
+    })
 
 
 if __name__ == "__main__":

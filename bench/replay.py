@@ -384,8 +384,7 @@ def main():
                    help="events held when the memory is read (the default window's count)")
     p.add_argument("--fill-timeout", type=int, default=240, help="most seconds of filling")
     p.add_argument("--no-memory", action="store_true", help="skip the memory fill")
-    p.add_argument("--json", type=Path, default=ROOT / "bench/results/replay.json",
-                   help="where the figures are written")
+    common.json_flag(p, "replay")
     args = p.parse_args()
     if args.threads > 9:
         sys.exit("bench: at most 9 wrk threads (params are <thread>-<7 digits>)")
@@ -465,8 +464,7 @@ def main():
     print("every event of every live and catch-up run is in subscriber.log, in order, no gap "
           "line: yes" + ("" if not odd else "; seen on the way:\n  " + "\n  ".join(odd)))
 
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({
+    common.write_json(args.json, {
         "settings": {"rounds": args.rounds, "duration_s": args.duration, "threads": args.threads,
                      "connections": args.connections, "catch_up_events": args.catch_up_events,
                      "fill_events": args.fill_events, "cpus": os.cpu_count(),
@@ -476,9 +474,7 @@ def main():
                    "catch_up_over_live": cu_live, "replay_alone_over_live":
                        replay_rate / lv["events_s"],
                    "subscriber_ceiling_over_raw": sub_ceiling / rw["events_s"]},
-    }, indent=2) + "\n")
-    shown = args.json.relative_to(ROOT) if args.json.is_relative_to(ROOT) else args.json
-    print(f"written: {shown}")
+    })
 
 
 if __name__ == "__main__":

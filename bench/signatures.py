@@ -22,6 +22,7 @@ holds the expected verdict (`"status":"valid"`, or `"invalid"` for the altered s
 counted by the Lua response() callback); afterwards subscriber.log has, for this run's
 requests, one `signature.requested` line per request and one verdict line per 2xx, no gap
 line, unbroken seq numbers. Re-sent tasks (/metrics `tasks_resent_total`) are reported.
+The figures are also written as JSON (--json, default bench/results/signatures.json).
 
 Columns: req/s and wrk's latency; CPU (utime + stime) per completed request, in us, of the
 publisher, the verifiers (sum, and each), the subscriber (two events per request) and wrk;
@@ -252,6 +253,7 @@ def main():
                         help="VERIFY_WORKERS of every verifier (default: CPU count / verifiers)")
     parser.add_argument("--invalid-every", type=int, default=0, metavar="K",
                         help="every K-th request has a wrong signature (default 0: none)")
+    common.json_flag(parser, "signatures")
     args = parser.parse_args()
     if args.workers < 0 or args.invalid_every < 0:
         sys.exit("bench: --workers and --invalid-every must not be negative")
@@ -314,6 +316,14 @@ def main():
         print(f"note: {resent:.0f} tasks were re-sent after their deadline (tasks_resent_total)")
     print("every answer of every round was a 200 with the expected verdict, every request and "
           "verdict is in subscriber.log once, no gap lines: yes")
+    common.write_json(args.json, {
+        "settings": {"rounds": args.rounds, "duration_s": args.duration, "threads": args.threads,
+                     "connections": args.connections, "cpus": cpus,
+                     "invalid_every": args.invalid_every, "load_average": os.getloadavg()[0]},
+        "rounds": results, "medians": med, "openssl_verify_per_s": openssl,
+        "ratios": {"two_over_one": two["rps"] / one["rps"],
+                   "one_over_openssl": one["rps"] / verify_per_s},
+    })
 
 
 if __name__ == "__main__":

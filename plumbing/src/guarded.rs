@@ -9,7 +9,16 @@
 
 use anyhow::Context;
 use guard::{Guard, GuardError, Limits};
+use std::time::Duration;
 use zeromq::{Socket, ZmqError};
+
+/// Pause after the first failed connect of [`connect_retrying`]; it doubles up to
+/// [`MAX_RETRY_DELAY`].
+const FIRST_RETRY_DELAY: Duration = Duration::from_millis(100);
+/// Longest pause between two connects.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(2);
+/// While the remote stays away, one failed connect in this many is logged.
+const LOG_EVERY_ATTEMPTS: u64 = 30;
 
 /// The guard's limits as flags; every binary takes them.
 #[derive(Debug, Clone, clap::Args)]
@@ -131,4 +140,38 @@ pub async fn connect_guarded<S: Socket>(
     let guarded = guard_remote(remote, limits, name).await?;
     socket.connect(&guarded.endpoint).await?;
     Ok(guarded)
+}
+
+/// Connects `socket` to `guarded` (its guard in front of the publisher at `remote`), retrying
+/// with a capped backoff until it connects (true) or `stop` resolves first (false). Unguarded,
+/// the library itself waits for a remote that is not there yet; a guard accepts at once and
+/// closes when it cannot reach the remote, which fails the connect: hence the retries. Later
+/// reconnects are the library's own, through the same guard.
+pub async fn connect_retrying<S: Socket>(
+    socket: &mut S,
+    guarded: &Guarded,
+    remote: &str,
+    stop: impl std::future::Future<Output = ()>,
+) -> bool {
+    let mut stop = std::pin::pin!(stop);
+    let mut delay = FIRST_RETRY_DELAY;
+    for attempt in 1u64.. {
+        let connected = tokio::select! {
+            connected = socket.connect(&guarded.endpoint) => connected,
+            () = &mut stop => return false,
+        };
+        match connected {
+            Ok(()) => return true,
+            Err(e) if attempt == 1 || attempt % LOG_EVERY_ATTEMPTS == 0 => {
+                tracing::info!(endpoint = %remote, attempt, cause = %e, "publisher not reachable yet; retrying");
+            }
+            Err(e) => tracing::debug!(endpoint = %remote, attempt, cause = %e, "connect failed"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = &mut stop => return false,
+        }
+        delay = (delay * 2).min(MAX_RETRY_DELAY);
+    }
+    false
 }

@@ -1,11 +1,17 @@
 //! What every binary of the system does the same way: the flags common to all (design §8),
-//! logging to stderr through tracing, turning SIGTERM / Ctrl-C into a graceful stop, and the
-//! workers' health port (`health`).
+//! logging to stderr through tracing, turning SIGTERM / Ctrl-C into a graceful stop, the
+//! workers' health port (`health`), following the host names workers connect to
+//! (`resolve`), and the parsers of shared knob syntaxes (`SyncPolicy`).
 
 mod guarded;
 pub mod health;
+pub mod resolve;
+mod sync_policy;
 
-pub use guarded::{ConnectError, GuardArgs, Guarded, bind_guarded, connect_guarded, guard_remote};
+pub use guarded::{
+    ConnectError, GuardArgs, Guarded, bind_guarded, connect_guarded, connect_retrying, guard_remote,
+};
+pub use sync_policy::SyncPolicy;
 
 use anyhow::Context;
 use std::io::IsTerminal;

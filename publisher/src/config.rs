@@ -122,6 +122,21 @@ pub struct Config {
     #[arg(long, env = "HEADER_READ_TIMEOUT", default_value = "10s", value_parser = positive_duration)]
     pub header_read_timeout: Duration,
 
+    /// Event endpoints of the other publishers behind the same load balancer,
+    /// comma-separated. A host name stands for every address it resolves to, looked up again
+    /// every `DNS_REFRESH` (`tcp://tasks.publisher:4444` names a whole Swarm service; this
+    /// publisher's own events are recognised and ignored). Their signature events are
+    /// followed so that `GET /signatures/{id}` answers here for their requests too. Unset:
+    /// a single publisher (empty entries are skipped, so `PEERS_CONNECT=` is unset too).
+    #[arg(long, env = "PEERS_CONNECT", value_delimiter = ',', value_parser = optional_endpoint)]
+    pub peers_connect: Vec<String>,
+
+    /// How long `GET /signatures/{id}` waits for a peer's event about an id that names a
+    /// followed peer but is not known here yet (it may be on its way) before answering 404.
+    /// `0s`: no wait.
+    #[arg(long, env = "PEER_WAIT", default_value = "500ms", value_parser = peer_wait)]
+    pub peer_wait: Duration,
+
     /// This publisher's id in every event; default: the host name.
     #[arg(long, env = "PUBLISHER_ID", default_value_t = plumbing::default_instance_id())]
     pub id: String,
@@ -138,6 +153,10 @@ pub struct Config {
     #[arg(long, env = "EVENTS_DISABLED", hide = true, default_value_t = false)]
     pub events_disabled: bool,
 
+    /// How host names in `PEERS_CONNECT` are followed (`DNS_REFRESH`).
+    #[command(flatten)]
+    pub follow: plumbing::resolve::FollowArgs,
+
     /// Flags every binary takes.
     #[command(flatten)]
     pub common: plumbing::CommonArgs,
@@ -148,6 +167,12 @@ pub struct Config {
 }
 
 impl Config {
+    /// The peers' event endpoints, without the empty entries of the list.
+    pub fn peers(&self) -> Vec<String> {
+        let listed = self.peers_connect.iter().filter(|e| !e.is_empty());
+        listed.cloned().collect()
+    }
+
     /// The HTTP front's limits, once they are checked against each other: a request timeout
     /// no longer than `MAX_WAIT` would cut every `?wait=` short.
     pub fn http_limits(&self) -> Result<HttpLimits, String> {
@@ -202,6 +227,29 @@ pub fn count<T: TryFrom<u64>>(value: &str) -> Result<T, String> {
         return Err("must be at least 1".into());
     }
     T::try_from(n).map_err(|_| format!("{n} is too large"))
+}
+
+/// Parses one entry of a list of endpoints, where an empty one stands for none.
+fn optional_endpoint(value: &str) -> Result<String, String> {
+    if value.trim().is_empty() {
+        return Ok(String::new());
+    }
+    plumbing::parse_endpoint(value)
+}
+
+/// Longest `PEER_WAIT`: a peer's event takes milliseconds, so a longer wait only holds a 404.
+const MAX_PEER_WAIT: Duration = Duration::from_secs(10);
+
+/// Parses `PEER_WAIT`: a duration from zero to [`MAX_PEER_WAIT`].
+fn peer_wait(value: &str) -> Result<Duration, String> {
+    let wait = humantime::parse_duration(value).map_err(|e| format!("{e} (try 500ms)"))?;
+    if wait > MAX_PEER_WAIT {
+        return Err(format!(
+            "must be at most {}",
+            humantime::format_duration(MAX_PEER_WAIT)
+        ));
+    }
+    Ok(wait)
 }
 
 /// Most requests in progress that `MAX_CONCURRENT_REQUESTS` may allow: far more than one
@@ -289,6 +337,30 @@ mod tests {
 
         assert!(message.contains("REQUEST_TIMEOUT"), "{message}");
         assert!(message.contains("MAX_WAIT"), "{message}");
+    }
+
+    #[test]
+    fn peers_are_a_comma_separated_list_and_the_peer_wait_is_bounded() {
+        let config = Config::try_parse_from([
+            "publisher",
+            "--peers-connect",
+            "tcp://tasks.publisher:4444,tcp://*:4444",
+            "--peer-wait",
+            "0s",
+        ])
+        .expect("valid");
+        assert_eq!(
+            config.peers(),
+            ["tcp://tasks.publisher:4444", "tcp://0.0.0.0:4444"]
+        );
+        assert_eq!(config.peer_wait, Duration::ZERO);
+        let defaults = Config::try_parse_from(["publisher"]).expect("defaults are valid");
+        assert!(defaults.peers().is_empty());
+        let empty = Config::try_parse_from(["publisher", "--peers-connect", ""]).expect("valid");
+        assert!(empty.peers().is_empty());
+        assert_eq!(defaults.peer_wait, Duration::from_millis(500));
+        assert!(refusal(&["--peer-wait", "11s"]).contains("--peer-wait"));
+        assert!(refusal(&["--peers-connect", "publisher:4444"]).contains("--peers-connect"));
     }
 
     #[test]

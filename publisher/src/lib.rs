@@ -1,7 +1,8 @@
 //! The publisher: an axum HTTP front that answers `/downcase` and signature requests and
 //! publishes every outcome as an event on a ZMQ PUB socket (design §2–4). `routes` holds the
 //! HTTP API (one file per resource), `events` the publishing path, `verification` the hand-off
-//! of signature checks to verifiers, and `results` the requests the API can be asked about.
+//! of signature checks to verifiers, `results` the requests the API can be asked about, and
+//! `peers` what other publishers' events said of theirs.
 //!
 //! [`Publisher::bind`] binds every socket and reports the resolved addresses, so tests can bind
 //! port 0; [`Publisher::run`] serves until the shutdown future resolves, then lets the queued
@@ -13,8 +14,10 @@ mod events;
 mod healthcheck;
 pub mod journal;
 mod metrics;
+mod peers;
 mod query;
 mod replay;
+mod request_id;
 mod results;
 mod routes;
 mod serve;
@@ -25,6 +28,7 @@ pub use config::{Command, Config, Healthcheck};
 pub use error::ApiError;
 
 use anyhow::Context;
+use plumbing::resolve::Target;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -43,6 +47,7 @@ pub struct Publisher {
     dispatcher: tokio::task::JoinHandle<()>,
     replay: Option<replay::ReplayServer>,
     replay_stop: tokio_util::sync::CancellationToken,
+    peers: peers::Peers,
     events_endpoint: Option<String>,
     /// The resolved PUSH (tasks) and PULL (results) endpoints.
     verification_endpoints: [String; 2],
@@ -157,11 +162,22 @@ impl Publisher {
             // requests at about this many in flight anyway; the dispatcher's own bound is
             // reached first only while outcomes wait for a stalled event queue.
             max_in_flight: config.results_capacity,
-            limits: worker_limits,
+            limits: worker_limits.clone(),
             journaled,
         };
         let (verification, dispatcher, verification_endpoints) =
-            verification::start(&settings, codec, events.clone()).await?;
+            verification::start(&settings, codec.clone(), events.clone()).await?;
+        let targets = config.peers().into_iter().map(|endpoint| {
+            Target::new(&[endpoint.as_str()]).with_context(|| format!("PEERS_CONNECT {endpoint}"))
+        });
+        let following = peers::Settings {
+            connect: targets.collect::<anyhow::Result<_>>()?,
+            dns_refresh: config.follow.dns_refresh,
+            capacity: config.results_capacity,
+            ttl: config.results_ttl,
+            limits: worker_limits,
+        };
+        let peers = peers::Peers::start(following, events.identity().clone(), codec);
         restore_requests(requests, &results, &verification);
         let [tasks, results_endpoint] = &verification_endpoints;
         tracing::info!(
@@ -178,6 +194,9 @@ impl Publisher {
             events,
             verification,
             results,
+            ids: request_id::Tag::of(&config.id),
+            peers: peers.statuses.clone(),
+            peer_wait: config.peer_wait,
             max_param_bytes: config.max_param_bytes,
             max_body_bytes: config.max_body_bytes,
             max_wait: config.max_wait,
@@ -189,6 +208,7 @@ impl Publisher {
             dispatcher,
             replay,
             replay_stop,
+            peers,
             events_endpoint,
             verification_endpoints,
             http_limits,
@@ -236,6 +256,7 @@ impl Publisher {
         if let Err(e) = self.dispatcher.await {
             tracing::error!(cause = %e, "verification dispatcher failed");
         }
+        self.peers.stop().await;
         self.flusher.flushed().await;
         // Replay answers until the last event is out, so a subscriber catching up at the end
         // still gets it.

@@ -25,6 +25,8 @@ pub fn handle() -> &'static PrometheusHandle {
 /// labels are registered at zero, so a dashboard sees them before anything happened.
 pub fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram};
+    // PEERS_CONNECT may name a host name to follow.
+    plumbing::resolve::describe_metrics();
     const PLAIN_COUNTERS: &[(&str, &str)] = &[
         (
             "http_requests_shed_total",
@@ -79,6 +81,14 @@ pub fn describe() {
             "journal_damage_total",
             "Damaged places in the journal repaired at start.",
         ),
+        (
+            "peer_events_received_total",
+            "Signature events taken in from peer publishers (PEERS_CONNECT).",
+        ),
+        (
+            "peer_lookups_answered_total",
+            "GET /signatures/{id} answered from what peers' events said.",
+        ),
     ];
     for &(name, help) in PLAIN_COUNTERS {
         describe_counter!(name, help);
@@ -112,6 +122,16 @@ pub fn describe() {
     describe_gauge!("replay_window_events", "Events held in the replay window.");
     describe_gauge!("replay_window_bytes", "Bytes held in the replay window.");
     describe_gauge!("journal_segments", "Journal segments kept.");
+    describe_gauge!(
+        "peer_requests_known",
+        "Peer publishers' signature requests known from their events."
+    );
+    describe_gauge!(
+        "peer_publishers_known",
+        "Peer publishers heard from (events or heartbeats)."
+    );
+    metrics::gauge!("peer_requests_known").set(0.0);
+    metrics::gauge!("peer_publishers_known").set(0.0);
     describe_histogram!(
         "verification_seconds",
         "Time from a task's first send to its verdict."

@@ -1,7 +1,10 @@
-//! What every route handler can reach: the publishing path, verification, the results store
-//! and the request limits. Kept apart from the routes so no route file imports another.
+//! What every route handler can reach: the publishing path, verification, the results store,
+//! the peers' requests and the request limits. Kept apart from the routes so no route file
+//! imports another.
 
 use crate::events::Events;
+use crate::peers::PeerStatuses;
+use crate::request_id::Tag;
 use crate::results::Results;
 use crate::verification::Verification;
 use std::sync::Arc;
@@ -19,6 +22,12 @@ pub struct AppState {
     pub verification: Verification,
     /// Signature requests and their outcomes.
     pub results: Arc<Results>,
+    /// The tag this publisher's request ids carry.
+    pub ids: Tag,
+    /// The peer publishers' requests, as their events told.
+    pub peers: Arc<PeerStatuses>,
+    /// How long a lookup waits for a peer's event not yet arrived (`PEER_WAIT`).
+    pub peer_wait: Duration,
     /// Longest accepted `param`, in bytes.
     pub max_param_bytes: usize,
     /// Largest accepted body, in bytes.

@@ -1,6 +1,7 @@
 //! Every knob of the subscriber, each a flag with an environment variable (design §8).
 
 use plumbing::health::HealthAddr;
+use plumbing::resolve::{Peer, Target};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -12,13 +13,15 @@ use std::time::Duration;
     about = "Writes one line per event to a log file"
 )]
 pub struct Config {
-    /// Publisher event endpoints to connect to (comma-separated for several publishers).
+    /// Publisher event endpoints to connect to (comma-separated for several publishers). A
+    /// host name is followed: every address it resolves to is a publisher (see DNS_REFRESH).
     #[arg(long, env = "EVENTS_CONNECT", default_value = "tcp://127.0.0.1:4444", value_delimiter = ',', value_parser = plumbing::parse_endpoint)]
     pub events_connect: Vec<String>,
 
     /// Publisher replay endpoints (their ROUTER sockets), comma-separated, in the same order as
     /// EVENTS_CONNECT: what arrived from the i-th event endpoint is replayed from the i-th
-    /// replay endpoint. Empty (`REPLAY_CONNECT=` or `--replay-connect ''`) disables replay.
+    /// replay endpoint. With a host name, the i-th replay endpoint names the same host as the
+    /// i-th event endpoint. Empty (`REPLAY_CONNECT=` or `--replay-connect ''`) disables replay.
     #[arg(long, env = "REPLAY_CONNECT", default_value = "tcp://127.0.0.1:4447", value_delimiter = ',', value_parser = parse_optional_endpoint)]
     pub replay_connect: Vec<String>,
 
@@ -53,9 +56,30 @@ pub struct Config {
     #[arg(long = "format", env = "LOG_FORMAT", value_enum, default_value_t = Format::Text)]
     pub format: Format,
 
+    /// When the log is forced to disk: `always` (after every batch of lines written),
+    /// `interval:<ms>` (at most this long after a line is written), or `never` (when the OS
+    /// chooses). Positions are saved only of lines synced (`always`, `interval`) or written
+    /// (`never`).
+    #[arg(long, env = "LOG_SYNC", default_value = "interval:200")]
+    pub log_sync: plumbing::SyncPolicy,
+
+    /// Size past which the log is rotated by the subscriber itself: synced, renamed
+    /// `<LOG_FILE>.1` (older ones shifted up to `.<LOG_KEEP>`, the oldest deleted) and a new
+    /// one begun. A line never straddles two files. Unset: never (leave it to logrotate).
+    #[arg(long, env = "LOG_MAX_BYTES", value_parser = clap::value_parser!(u64).range(1..))]
+    pub log_max_bytes: Option<u64>,
+
+    /// Rotated logs kept beside LOG_FILE with LOG_MAX_BYTES (`.1` the newest).
+    #[arg(long, env = "LOG_KEEP", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=MAX_KEEP))]
+    pub log_keep: u32,
+
     /// Address of the health port (`/healthz`, `/readyz`, `/metrics`); empty or `off`: none.
     #[arg(long, env = "HEALTH_ADDR", default_value = "0.0.0.0:9101", value_parser = HealthAddr::parse)]
     pub health_addr: HealthAddr,
+
+    /// How host names are followed (`DNS_REFRESH`).
+    #[command(flatten)]
+    pub follow: plumbing::resolve::FollowArgs,
 
     /// Flags every binary takes.
     #[command(flatten)]
@@ -65,6 +89,9 @@ pub struct Config {
     #[command(subcommand)]
     pub command: Option<plumbing::health::Command>,
 }
+
+/// Most rotated logs `LOG_KEEP` may ask for.
+const MAX_KEEP: i64 = 1000;
 
 /// How each event is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -107,6 +134,9 @@ pub enum ConfigError {
         /// Entries in REPLAY_CONNECT.
         replay: usize,
     },
+    /// An event endpoint and its replay endpoint cannot be followed as one publisher.
+    #[error("EVENTS_CONNECT and REPLAY_CONNECT: {0}")]
+    Target(#[from] plumbing::resolve::TargetError),
 }
 
 impl Config {
@@ -142,6 +172,24 @@ impl Config {
                 replay: replay.get(i).map(|r| (*r).clone()),
             })
             .collect())
+    }
+}
+
+impl PublisherEndpoints {
+    /// What to follow for this pair: its host name's every address, or the pair itself.
+    pub fn target(&self) -> Result<Target, ConfigError> {
+        let mut endpoints = vec![self.events.as_str()];
+        endpoints.extend(self.replay.as_deref());
+        Ok(Target::new(&endpoints)?)
+    }
+
+    /// The pair of one peer of a [`target`](Self::target): its event endpoint, then its
+    /// replay endpoint when replay is on.
+    pub fn of_peer(peer: &Peer) -> Option<PublisherEndpoints> {
+        Some(PublisherEndpoints {
+            events: peer.first()?.clone(),
+            replay: peer.get(1).cloned(),
+        })
     }
 }
 
@@ -228,12 +276,83 @@ mod tests {
     }
 
     #[test]
+    fn a_named_pair_is_followed_and_one_naming_two_hosts_is_refused() {
+        let config = parse(&[
+            "--events-connect",
+            "tcp://pubs:4444",
+            "--replay-connect",
+            "tcp://pubs:4447",
+        ])
+        .expect("parses");
+        let pair = config.publishers().expect("pairs").remove(0);
+        assert_eq!(
+            pair.target().expect("one host"),
+            Target::Name {
+                name: "pubs".into(),
+                ports: vec![4444, 4447]
+            }
+        );
+        let peer = vec![
+            "tcp://10.0.0.2:4444".to_owned(),
+            "tcp://10.0.0.2:4447".to_owned(),
+        ];
+        let endpoints = PublisherEndpoints::of_peer(&peer).expect("a pair");
+        assert_eq!(endpoints.replay.as_deref(), Some("tcp://10.0.0.2:4447"));
+
+        let config = parse(&[
+            "--events-connect",
+            "tcp://pubs:4444",
+            "--replay-connect",
+            "tcp://others:4447",
+        ])
+        .expect("parses");
+        let refusal = config.publishers().expect("pairs")[0]
+            .target()
+            .expect_err("two hosts")
+            .to_string();
+        assert!(refusal.contains("tcp://others:4447"), "{refusal}");
+        assert_eq!(config.follow.dns_refresh, Duration::from_secs(5));
+    }
+
+    #[test]
     fn topics_are_comma_separated_prefixes_and_blank_means_every_topic() {
         let config = parse(&["--topics", "signature.,downcase"]).expect("parses");
         assert_eq!(config.topic_prefixes(), ["signature.", "downcase"]);
         assert!(parse(&[]).expect("parses").topic_prefixes().is_empty());
         let blank = parse(&["--topics", ""]).expect("parses");
         assert!(blank.topic_prefixes().is_empty());
+    }
+
+    #[test]
+    fn the_log_syncs_every_200ms_by_default_and_rotates_only_when_asked() {
+        let config = parse(&[]).expect("parses");
+        assert_eq!(
+            config.log_sync,
+            plumbing::SyncPolicy::Interval(Duration::from_millis(200))
+        );
+        assert_eq!((config.log_max_bytes, config.log_keep), (None, 5));
+        let config =
+            parse(&["--log-sync", "always", "--log-max-bytes", "1048576"]).expect("parses");
+        assert_eq!(config.log_sync, plumbing::SyncPolicy::Always);
+        assert_eq!(config.log_max_bytes, Some(1_048_576));
+    }
+
+    #[test]
+    fn a_sync_policy_size_or_keep_that_makes_no_sense_is_refused_by_name() {
+        for (flag, value) in [
+            ("--log-sync", "sometimes"),
+            ("--log-sync", "interval:0"),
+            ("--log-max-bytes", "0"),
+            ("--log-max-bytes", "10MB"),
+            ("--log-max-bytes", "-1"),
+            ("--log-keep", "0"),
+            ("--log-keep", "1001"),
+        ] {
+            let error = parse(&[&format!("{flag}={value}")])
+                .expect_err(value)
+                .to_string();
+            assert!(error.contains(flag), "{flag} {value}: {error}");
+        }
     }
 
     #[test]

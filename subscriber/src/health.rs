@@ -1,8 +1,10 @@
 //! What the subscriber shows on its health port: the metrics it keeps, each described (the
-//! `# HELP` lines of `/metrics`), and whether it is ready — every publisher endpoint it was
-//! given heard from lately, and no publisher's log being caught up by replay.
+//! `# HELP` lines of `/metrics`), and whether it is ready — every publisher connection open
+//! (one per configured endpoint, or per address of a followed name) heard from lately, and no
+//! publisher's log being caught up by replay.
 
 use plumbing::health::Readiness;
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
@@ -51,11 +53,25 @@ pub fn describe() {
         "log_reopened_total",
         "Times the log file was reopened by path after SIGHUP (log rotation)."
     );
+    describe_counter!(
+        "log_rotations_total",
+        "Times the subscriber rotated the log itself past LOG_MAX_BYTES."
+    );
+    describe_counter!(
+        "log_rotation_failures_total",
+        "Rotations past LOG_MAX_BYTES that a refused rename put off (tried again 10 s later)."
+    );
     describe_gauge!(
         "lag_events",
         "Events a publisher is known to have sent that the log does not account for yet, by publisher."
     );
     describe_gauge!("log_bytes", Unit::Bytes, "Length of the open log file.");
+    describe_gauge!(
+        "publishers_connected",
+        "Publisher connections open: one per configured endpoint, or per address of a followed host name."
+    );
+    metrics::gauge!("publishers_connected").set(0.0);
+    plumbing::resolve::describe_metrics();
     for name in [
         "events_held_dropped_total",
         "gaps_found_total",
@@ -63,34 +79,46 @@ pub fn describe() {
         "replay_requests_total",
         "events_replayed_total",
         "log_reopened_total",
+        "log_rotations_total",
+        "log_rotation_failures_total",
     ] {
         metrics::counter!(name).increment(0);
     }
 }
 
-/// The writer's view of readiness: when each endpoint was last heard from. It publishes the
-/// verdict on a `watch`, which the health port reads.
+/// The writer's view of readiness: when each publisher connection was last heard from. It
+/// publishes the verdict on a `watch`, which the health port reads.
 #[derive(Debug)]
 pub struct Ready {
-    endpoints: Vec<String>,
-    heard: Vec<Option<Instant>>,
+    /// Per open connection, by number: its event endpoint and when it was last heard from.
+    connections: BTreeMap<usize, (String, Option<Instant>)>,
     state: watch::Sender<Readiness>,
 }
 
 impl Ready {
-    /// Readiness over the publishers' event `endpoints`, published on `state`.
-    pub fn new(endpoints: Vec<String>, state: watch::Sender<Readiness>) -> Self {
-        let heard = vec![None; endpoints.len()];
+    /// Readiness over no connection yet, published on `state`.
+    pub fn new(state: watch::Sender<Readiness>) -> Self {
         Ready {
-            endpoints,
-            heard,
+            connections: BTreeMap::new(),
             state,
         }
     }
 
-    /// Something arrived on endpoint pair `endpoint`.
+    /// Connection `endpoint` to the publisher at `events` opened.
+    pub fn add(&mut self, endpoint: usize, events: String) {
+        self.connections.insert(endpoint, (events, None));
+        metrics::gauge!("publishers_connected").set(self.connections.len() as f64);
+    }
+
+    /// Connection `endpoint` closed (its address vanished).
+    pub fn remove(&mut self, endpoint: usize) {
+        self.connections.remove(&endpoint);
+        metrics::gauge!("publishers_connected").set(self.connections.len() as f64);
+    }
+
+    /// Something arrived on connection `endpoint`.
     pub fn heard(&mut self, endpoint: usize, now: Instant) {
-        if let Some(at) = self.heard.get_mut(endpoint) {
+        if let Some((_, at)) = self.connections.get_mut(&endpoint) {
             *at = Some(now);
         }
     }
@@ -99,7 +127,10 @@ impl Ready {
     /// behind each is), and publishes it when it changed.
     pub fn update(&mut self, now: Instant, catching_up: &[(String, u64)]) {
         let mut reasons = Vec::new();
-        for (endpoint, heard) in self.endpoints.iter().zip(&self.heard) {
+        if self.connections.is_empty() {
+            reasons.push("no publisher address to connect to yet".to_owned());
+        }
+        for (endpoint, heard) in self.connections.values() {
             match heard {
                 None => reasons.push(format!("nothing heard from {endpoint} yet")),
                 Some(at) if now.duration_since(*at) >= SILENT_AFTER => reasons.push(format!(
@@ -139,8 +170,13 @@ mod tests {
     #[test]
     fn ready_only_when_every_endpoint_was_heard_lately_and_nothing_is_caught_up() {
         let (state, verdict) = watch::channel(Err("starting".to_owned()));
-        let mut ready = Ready::new(vec!["tcp://a:1".into(), "tcp://b:1".into()], state);
+        let mut ready = Ready::new(state);
         let start = Instant::now();
+        ready.update(start, &[]);
+        let reason = verdict.borrow().clone().expect_err("no publisher");
+        assert!(reason.contains("no publisher address"), "{reason}");
+        ready.add(0, "tcp://a:1".into());
+        ready.add(1, "tcp://b:1".into());
 
         ready.heard(0, start);
         ready.update(start, &[]);
@@ -169,5 +205,9 @@ mod tests {
             reason.contains("nothing heard from tcp://b:1 for 5s"),
             "{reason}"
         );
+
+        ready.remove(1);
+        ready.update(later, &[]);
+        assert_eq!(*verdict.borrow(), Ok(()), "b is no longer followed");
     }
 }

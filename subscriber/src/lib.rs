@@ -1,4 +1,5 @@
-//! The subscriber: connects a SUB socket to every configured publisher and writes one line
+//! The subscriber: connects a SUB socket to every configured publisher — each address of a
+//! host name is one, followed as the name's addresses change — and writes one line
 //! per event to the log file (design §5), each exactly once and in order per (publisher,
 //! epoch), or a gap line naming what is missing and why (design §6). Heartbeats are read,
 //! never written: they reveal events that did not arrive and whether the publisher serves
@@ -8,6 +9,7 @@
 //!
 //! | module | what it holds |
 //! |---|---|
+//! | `connection` | one publisher connection, opened and closed as its address comes and goes |
 //! | `receive` | the SUB socket of one publisher |
 //! | `replay` | the DEALER socket of one publisher's replay endpoint |
 //! | `writer` | the log's single owner: arrivals in, lines and asks out |
@@ -16,8 +18,10 @@
 //! | `position`, `recover` | the position file beside the log, and reconciling it at start |
 //! | `health` | what the health port (`HEALTH_ADDR`) shows: metrics described, readiness |
 //! | `reopen` | SIGHUP: reopen the log by its path (logrotate) |
+//! | `rotate` | rotating the log by itself past `LOG_MAX_BYTES` |
 
 mod config;
+mod connection;
 mod health;
 mod log_file;
 mod log_line;
@@ -27,6 +31,7 @@ mod receive;
 mod recover;
 mod reopen;
 mod replay;
+mod rotate;
 mod streams;
 mod writer;
 
@@ -36,8 +41,10 @@ pub use log_line::escape_into;
 use anyhow::Context;
 use plumbing::Rejects;
 use plumbing::health::HealthServer;
+use plumbing::resolve::{self, Follow};
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -45,8 +52,6 @@ use tokio_util::sync::CancellationToken;
 /// Batches that may wait for the writer before receivers stop reading: at most
 /// [`receive::BATCH`] envelopes each, 16 Ki live envelopes in all.
 const ARRIVALS_CAPACITY: usize = 16 * 1024 / receive::BATCH;
-/// Asks that may wait for a replay client; past it the writer tries again on its next tick.
-const ASKS_CAPACITY: usize = 64;
 /// How long a new publisher's events are held for its first heartbeat (they come every
 /// second while it is idle) before it is followed as one without replay.
 const HEARTBEAT_WAIT: Duration = Duration::from_secs(3);
@@ -63,6 +68,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let reopen = reopen::on_sighup()?;
     let codec = config.common.codec()?;
     let publishers = config.publishers()?;
+    let targets = publishers
+        .iter()
+        .map(PublisherEndpoints::target)
+        .collect::<Result<Vec<_>, _>>()?;
+    let replay_on = publishers.iter().any(|p| p.replay.is_some());
     let topics = config.topic_prefixes();
     let (readiness, ready_state) = watch::channel(Err("reading the log back".to_owned()));
     let health =
@@ -71,10 +81,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let health_addr = health
         .as_ref()
         .map_or_else(|| "off".to_owned(), |h| h.local_addr().to_string());
-    let ready = health::Ready::new(
-        publishers.iter().map(|p| p.events.clone()).collect(),
-        readiness,
-    );
+    let ready = health::Ready::new(readiness);
     let pos_path = position::path_for(&config.log_file);
     let (log_path, pos) = (config.log_file.clone(), pos_path.clone());
     let recovered = tokio::task::spawn_blocking(move || recover::recover(&log_path, &pos))
@@ -90,50 +97,26 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         plumbing::default_instance_id(),
         std::process::id()
     ));
-    let limits = config.common.guard.limits(GUARD_OUTBOUND_BUDGET_BYTES);
-    let mut tasks = tokio::task::JoinSet::new();
-    let mut asks = Vec::new();
-    for (index, endpoints) in publishers.into_iter().enumerate() {
-        let (codec, arrivals, rejects, stop, limits) = (
-            codec.clone(),
-            arrivals.clone(),
-            rejects.clone(),
-            stop.clone(),
-            limits.clone(),
-        );
-        if let Some(endpoint) = endpoints.replay {
-            let (ask, asked) = mpsc::channel(ASKS_CAPACITY);
-            asks.push(Some(ask));
-            let client = replay::Client {
-                endpoint,
-                codec: codec.clone(),
-                origin: origin.clone(),
-                chunk: config.replay_chunk,
-                topics: topics.clone(),
-                timeout: config.replay_timeout,
-                asks: asked,
-                arrivals: arrivals.clone(),
-                rejects: rejects.clone(),
-                stop: stop.clone(),
-                limits: limits.clone(),
-            };
-            tasks.spawn(client.run());
-        } else {
-            asks.push(None);
-        }
-        let topics = topics.clone();
-        tasks.spawn(async move {
-            let events = endpoints.events;
-            receive::receive(
-                index, &topics, events, codec, arrivals, &rejects, stop, limits,
-            )
-            .await;
-        });
-    }
-    drop(arrivals);
+    let connections = Arc::new(connection::Connections {
+        codec,
+        origin,
+        topics: topics.clone(),
+        chunk: config.replay_chunk,
+        replay_timeout: config.replay_timeout,
+        arrivals,
+        rejects: Arc::clone(&rejects),
+        limits: config.common.guard.limits(GUARD_OUTBOUND_BUDGET_BYTES),
+        next: AtomicUsize::new(0),
+    });
+    let follow = Follow::start(targets, config.follow.dns_refresh);
+    let following = tokio::spawn(resolve::for_each_peer(
+        follow,
+        stop.clone(),
+        move |peer, gone| connections.open(peer, gone),
+    ));
     let settings = streams::Settings {
         start: config.from,
-        replay: asks.iter().any(Option::is_some),
+        replay: replay_on,
         heartbeat_wait: HEARTBEAT_WAIT,
         replay_timeout: config.replay_timeout,
         give_up: config.replay_give_up,
@@ -141,11 +124,27 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         filtered: !topics.is_empty(),
     };
     let streams = streams::Streams::new(settings, recovered.resume);
-    let positions = position::PositionFile::new(pos_path, recovered.positions);
-    let writer = writer::Writer::new(log, streams, positions, asks, ready, reopen);
+    let keeping = writer::Keeping {
+        sync: config.log_sync,
+        rotation: config.log_max_bytes.map(|max_bytes| rotate::Rotation {
+            max_bytes,
+            keep: config.log_keep,
+        }),
+    };
+    let positions =
+        position::PositionFile::new(pos_path, recovered.positions, keeping.save_every());
+    let writer = writer::Writer::new(log, streams, positions, ready, reopen, keeping);
     let runtime = tokio::runtime::Handle::current();
     let mut writer = tokio::task::spawn_blocking(move || writer.run(queue, runtime));
-    tracing::info!(path = %config.log_file.display(), from = ?config.from, ?topics, health = %health_addr, "subscriber running");
+    tracing::info!(
+        path = %config.log_file.display(),
+        sync = %config.log_sync,
+        max_bytes = ?config.log_max_bytes,
+        from = ?config.from,
+        ?topics,
+        health = %health_addr,
+        "subscriber running"
+    );
 
     tokio::select! {
         () = shutdown => {}
@@ -156,7 +155,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         }
     }
     stop.cancel();
-    while tasks.join_next().await.is_some() {}
+    match following.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!(cause = %e, "a publisher connection failed"),
+        Err(e) => tracing::error!(cause = %e, "following the publishers failed"),
+    }
     let written = writer.await.context("log writer panicked")?;
     drop(health);
     tracing::info!(rejected = rejects.total(), "subscriber stopped");

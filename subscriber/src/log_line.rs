@@ -115,11 +115,6 @@ impl Lines {
         }
     }
 
-    /// The line format.
-    pub fn format(&self) -> Format {
-        self.format
-    }
-
     /// Appends `entry` to `out` as one line, newline included.
     pub fn write(&mut self, entry: &Entry, out: &mut String) {
         match self.format {

@@ -1,12 +1,14 @@
 //! The position file beside the log, `<LOG_FILE>.pos`: per publisher the epoch followed and
-//! the last number the log accounts for, and the log's length when that was so.
+//! the last number the log accounts for, and the log's length (and identity) when that was so.
 //!
-//! It is never ahead of the log: it is written only of lines already flushed and synced, at
-//! most every [`SAVE_EVERY`], at shutdown, and always before the first line of a publisher or
-//! epoch it does not name yet — so every line after `log_bytes` belongs to a (publisher,
+//! It is never ahead of the log: it is written only of lines already flushed and — unless
+//! `LOG_SYNC=never` — synced, at most every [`SAVE_EVERY`] (or the sync interval, when longer),
+//! at shutdown, around a reopen or rotation, and always before the first line of a publisher
+//! or epoch it does not name yet — so every line after `log_bytes` belongs to a (publisher,
 //! epoch) it names, which is what lets a restart read the text format's lines (which carry no
 //! epoch) back. Each write is atomic: a temporary file, fsync, rename, fsync of the directory.
 
+use crate::log_file::FileId;
 use crate::log_line::Entry;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -27,6 +29,9 @@ pub struct Positions {
     pub version: u32,
     /// The log's length when the marks were true.
     pub log_bytes: u64,
+    /// Which file that length measured (absent in files of older builds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_id: Option<FileId>,
     /// Per publisher id.
     pub streams: BTreeMap<String, Mark>,
 }
@@ -118,18 +123,21 @@ pub fn save(path: &Path, positions: &Positions) -> std::io::Result<()> {
 pub struct PositionFile {
     path: PathBuf,
     positions: Positions,
+    every: Duration,
     saved_at: Option<Instant>,
     dirty: bool,
     failing: bool,
 }
 
 impl PositionFile {
-    /// Marks as recovered at start.
-    pub fn new(path: PathBuf, mut positions: Positions) -> Self {
+    /// Marks as recovered at start, saved routinely at most every `every` (no more often than
+    /// [`SAVE_EVERY`]).
+    pub fn new(path: PathBuf, mut positions: Positions, every: Duration) -> Self {
         positions.version = VERSION;
         PositionFile {
             path,
             positions,
+            every: every.max(SAVE_EVERY),
             saved_at: None,
             dirty: true,
             failing: false,
@@ -175,13 +183,15 @@ impl PositionFile {
         self.dirty
             && self
                 .saved_at
-                .is_none_or(|at| now.duration_since(at) >= SAVE_EVERY)
+                .is_none_or(|at| now.duration_since(at) >= self.every)
     }
 
-    /// Saves the marks as true of a log of `log_bytes` bytes, which are on disk. A failure is
-    /// a warning (the log matters more); the next save tries again.
-    pub fn save(&mut self, log_bytes: u64, now: Instant) {
+    /// Saves the marks as true of log file `log_id` of `log_bytes` bytes, which are on disk
+    /// (or, with `LOG_SYNC=never`, written). A failure is a warning (the log matters more); the
+    /// next save tries again.
+    pub fn save(&mut self, log_bytes: u64, log_id: Option<FileId>, now: Instant) {
         self.positions.log_bytes = log_bytes;
+        self.positions.log_id = log_id;
         match save(&self.path, &self.positions) {
             Ok(()) => {
                 if std::mem::take(&mut self.failing) {
@@ -226,6 +236,7 @@ mod tests {
         let positions = Positions {
             version: VERSION,
             log_bytes: 1234,
+            log_id: Some(FileId { dev: 8, ino: 99 }),
             streams: BTreeMap::from([
                 (
                     "pub 1#".to_owned(),
@@ -246,6 +257,17 @@ mod tests {
         save(&path, &positions).expect("saved");
         assert_eq!(load(&path).expect("read"), Some(positions));
         assert!(!dir.path().join("subscriber.log.pos.tmp").exists());
+    }
+
+    #[test]
+    fn a_position_file_of_an_older_build_without_a_log_id_still_loads() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("x.pos");
+        let old = "{\"version\":1,\"log_bytes\":7,\"streams\":{\"p\":{\"epoch\":3,\"last\":4}}}";
+        std::fs::write(&path, old).expect("write");
+        let positions = load(&path).expect("loads").expect("there is one");
+        assert_eq!((positions.log_bytes, positions.log_id), (7, None));
+        assert_eq!(positions.streams["p"].last, 4);
     }
 
     #[test]

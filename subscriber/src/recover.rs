@@ -17,9 +17,18 @@
 //! count as usual. A missing log keeps the marks too. The writer saves the positions as true
 //! of the new file right after it reopens (before writing to it), so a log *longer* than the
 //! offset is always the file the offset measures.
+//!
+//! The position file also names the file it measured (device and inode). When that is no
+//! longer the file at the path but `<LOG_FILE>.1` — the process died after the log was renamed
+//! and before the positions were saved of the new one: a rename by logrotate before its
+//! SIGHUP, or the subscriber's own rotation when the save failed — the lines of `.1` after
+//! the recorded offset are read first, then the file at the path whole, so what the rotated
+//! file holds is neither asked again nor missed.
 
+use crate::log_file::FileId;
 use crate::log_read::read_header;
 use crate::position::{self, Mark, Positions};
+use crate::rotate;
 use crate::streams::Resume;
 use anyhow::Context;
 use std::collections::HashMap;
@@ -46,11 +55,29 @@ pub fn recover(log: &Path, pos: &Path) -> anyhow::Result<Recovered> {
             Positions::default()
         }
     };
+    let mut event_ms = HashMap::new();
+    let rotated = rotate::numbered(log, 1);
+    let measured = positions.log_id;
+    if measured.is_some() && measured != FileId::at(log) && measured == FileId::at(&rotated) {
+        let failed = || format!("cannot read the rotated log {}", rotated.display());
+        let mut file = File::open(&rotated).with_context(failed)?;
+        let from = start_of_tail(&mut file, positions.log_bytes).with_context(failed)?;
+        let (lines, unreadable) =
+            read_tail(&mut file, from, &mut positions, &mut event_ms).with_context(failed)?;
+        tracing::info!(
+            rotated = %rotated.display(),
+            from,
+            lines,
+            unreadable,
+            "the position file measures the rotated log: its tail read before the log"
+        );
+        positions.log_bytes = 0;
+    }
     let mut file = match OpenOptions::new().read(true).write(true).open(log) {
         Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             positions.log_bytes = 0;
-            return Ok(resume(positions, HashMap::new()));
+            return Ok(resume(positions, event_ms));
         }
         Err(e) => {
             let what = format!("cannot open LOG_FILE {} to reconcile it", log.display());
@@ -59,42 +86,9 @@ pub fn recover(log: &Path, pos: &Path) -> anyhow::Result<Recovered> {
     };
     let failed = || format!("cannot read LOG_FILE {}", log.display());
     let len = cut_torn_tail(&mut file, log).with_context(failed)?;
-    let mut from = positions.log_bytes;
-    if from > len {
-        tracing::info!(
-            recorded = from,
-            len,
-            "the log is shorter than its position file says (rotated or truncated): reading all of it; marks only move forward"
-        );
-        from = 0;
-    } else if from > 0 && byte_at(&mut file, from - 1).with_context(failed)? != b'\n' {
-        tracing::warn!(
-            recorded = from,
-            "the position file's offset is not at a line's end; reading the whole log"
-        );
-        from = 0;
-    }
-    let mut reader = BufReader::new(file);
-    reader.seek(SeekFrom::Start(from)).with_context(failed)?;
-    let (mut lines, mut unreadable) = (0u64, 0u64);
-    let mut event_ms = HashMap::new();
-    let mut line = Vec::new();
-    while reader.read_until(b'\n', &mut line).with_context(failed)? > 0 {
-        let header = std::str::from_utf8(&line)
-            .ok()
-            .and_then(|l| read_header(l.trim_end_matches('\n')));
-        match header {
-            Some(header) => {
-                lines += 1;
-                if let Some(ms) = header.event_ms {
-                    event_ms.insert(header.publisher.clone(), ms);
-                }
-                advance(&mut positions, header);
-            }
-            None => unreadable += 1,
-        }
-        line.clear();
-    }
+    let from = start_of_tail(&mut file, positions.log_bytes).with_context(failed)?;
+    let (lines, unreadable) =
+        read_tail(&mut file, from, &mut positions, &mut event_ms).with_context(failed)?;
     if lines > 0 || unreadable > 0 {
         tracing::info!(
             from,
@@ -105,6 +99,61 @@ pub fn recover(log: &Path, pos: &Path) -> anyhow::Result<Recovered> {
     }
     positions.log_bytes = len;
     Ok(resume(positions, event_ms))
+}
+
+/// Where the lines the position file does not account for begin, given the offset it
+/// recorded: there, or at 0 when the file is shorter (rotated or truncated) or the offset is
+/// not at a line's end.
+fn start_of_tail(file: &mut File, recorded: u64) -> std::io::Result<u64> {
+    let len = file.metadata()?.len();
+    if recorded > len {
+        tracing::info!(
+            recorded,
+            len,
+            "the log is shorter than its position file says (rotated or truncated): reading all of it; marks only move forward"
+        );
+        return Ok(0);
+    }
+    if recorded > 0 && byte_at(file, recorded - 1)? != b'\n' {
+        tracing::warn!(
+            recorded,
+            "the position file's offset is not at a line's end; reading the whole log"
+        );
+        return Ok(0);
+    }
+    Ok(recorded)
+}
+
+/// Reads the complete lines from `from` on, each moving its publisher's mark; the lines read
+/// and those not of our shape.
+fn read_tail(
+    file: &mut File,
+    from: u64,
+    positions: &mut Positions,
+    event_ms: &mut HashMap<String, u64>,
+) -> std::io::Result<(u64, u64)> {
+    let mut reader = BufReader::new(file);
+    reader.seek(SeekFrom::Start(from))?;
+    let (mut lines, mut unreadable) = (0u64, 0u64);
+    let mut line = Vec::new();
+    while reader.read_until(b'\n', &mut line)? > 0 {
+        let Some(complete) = line.strip_suffix(b"\n") else {
+            break; // torn: the event it began is not in the log
+        };
+        let header = std::str::from_utf8(complete).ok().and_then(read_header);
+        match header {
+            Some(header) => {
+                lines += 1;
+                if let Some(ms) = header.event_ms {
+                    event_ms.insert(header.publisher.clone(), ms);
+                }
+                advance(positions, header);
+            }
+            None => unreadable += 1,
+        }
+        line.clear();
+    }
+    Ok((lines, unreadable))
 }
 
 /// One line moves its publisher's mark. Within an epoch numbers only grow, so a mark the
@@ -190,6 +239,7 @@ mod tests {
         Positions {
             version: 1,
             log_bytes,
+            log_id: None,
             streams: BTreeMap::from([(
                 "pub-1".to_owned(),
                 Mark {
@@ -302,5 +352,38 @@ mod tests {
         let recovered = recover(&log, &pos).expect("recovers");
         assert_eq!(recovered.resume["pub-1"].last, 3);
         assert_eq!(recovered.positions.log_bytes, three.len() as u64);
+    }
+
+    #[test]
+    fn after_a_crash_between_rename_and_save_the_rotated_tail_and_the_new_log_both_count() {
+        // `.1` is the file the positions measured (#1 accounted for, #2 and the gap to #6
+        // written after); the new log at the path has #7.
+        let seven = B.replace("#2", "#7");
+        let (_dir, log, pos) = setup(&seven, None);
+        let rotated = rotate::numbered(&log, 1);
+        std::fs::write(&rotated, format!("{A}{B}{GAP}")).expect("rotated");
+        let mut recorded = positions(A.len() as u64, 1);
+        recorded.log_id = FileId::at(&rotated);
+        position::save(&pos, &recorded).expect("pos");
+
+        let recovered = recover(&log, &pos).expect("recovers");
+        assert_eq!(recovered.resume["pub-1"].last, 7);
+        assert_eq!(recovered.positions.log_bytes, seven.len() as u64);
+
+        std::fs::remove_file(&log).expect("no new log yet");
+        let recovered = recover(&log, &pos).expect("recovers");
+        assert_eq!(recovered.resume["pub-1"].last, 6, "the rotated tail counts");
+        assert_eq!(recovered.positions.log_bytes, 0);
+    }
+
+    #[test]
+    fn a_rotated_file_the_positions_do_not_measure_is_not_read() {
+        let (_dir, log, pos) = setup(A, None);
+        std::fs::write(rotate::numbered(&log, 1), format!("{B}{GAP}")).expect("rotated");
+        let mut recorded = positions(A.len() as u64, 1);
+        recorded.log_id = FileId::at(&log);
+        position::save(&pos, &recorded).expect("pos");
+        let recovered = recover(&log, &pos).expect("recovers");
+        assert_eq!(recovered.resume["pub-1"].last, 1, "only the log's own tail");
     }
 }

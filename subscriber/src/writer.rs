@@ -7,18 +7,30 @@
 //! Asks go to the replay clients with `try_send` on a bounded channel, so a stuck client never
 //! blocks the log; an ask that finds the channel full is sent again on the next tick.
 //!
+//! **Syncing** (`LOG_SYNC`). Every pass of the loop hands the lines to the OS; `always` then
+//! fdatasyncs them before the next arrivals are taken, `interval:<ms>` once the oldest unsynced
+//! line is that old, `never` leaves it to the OS. The positions are saved only of what is
+//! synced — with `never`, of what is written — so they are never ahead of the log.
+//!
 //! **Rotation.** On a reopen request (SIGHUP) the writer syncs the open file and saves the
 //! positions as true of it, then opens the log's path afresh (a new file when logrotate has
 //! renamed the old one) and saves the positions again, as true of the new file, before any
 //! line goes into it. Every line is in exactly one of the two files, and the position file's
 //! `log_bytes` always measures the file now at the path: a restart after the rotation reads
-//! only the new file's lines after it, and marks never move back (see `recover.rs`).
+//! only the new file's lines after it, and marks never move back (see `recover.rs`). With
+//! `LOG_MAX_BYTES` the writer rotates by itself the same way, renaming the file (`rotate.rs`)
+//! between the two saves, when the next line would take it past the size: the line goes
+//! whole into the new file.
 
 use crate::health::Ready;
 use crate::log_file::LogFile;
 use crate::log_line::Entry;
 use crate::position::PositionFile;
+use crate::rotate::{self, Rotation};
 use crate::streams::{Action, Ask, Streams};
+use anyhow::Context;
+use plumbing::SyncPolicy;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::runtime::Handle;
@@ -29,16 +41,52 @@ use wire::{Broadcast, Channel, Envelope, Replayed};
 const TICK: Duration = Duration::from_millis(100);
 /// Arrivals taken in one go before the log is flushed and the clock looked at.
 const BURST: usize = 4096;
+/// How long after a rotation failed (a rename refused) the next one is tried.
+const ROTATE_RETRY: Duration = Duration::from_secs(10);
 
-/// What reaches the writer at once: arrivals in the order they came, from one source.
+/// How the writer keeps the log file: when it is synced, and when rotated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Keeping {
+    /// `LOG_SYNC`.
+    pub sync: SyncPolicy,
+    /// `LOG_MAX_BYTES` and `LOG_KEEP`; `None`: never rotated by the writer.
+    pub rotation: Option<Rotation>,
+}
+
+impl Keeping {
+    /// How often the positions are saved: with `interval:<ms>`, at each sync.
+    pub fn save_every(&self) -> Duration {
+        match self.sync {
+            SyncPolicy::Interval(every) => every,
+            SyncPolicy::Always | SyncPolicy::Never => crate::position::SAVE_EVERY,
+        }
+    }
+}
+
+/// What reaches the writer at once: arrivals in the order they came, from one source — the
+/// events of one SUB socket or replay client, or a connection's `Joined` or `Left` alone.
 pub type Arrivals = Vec<Arrival>;
 
 /// One thing that reaches the writer.
 #[derive(Debug)]
 pub enum Arrival {
-    /// From the SUB socket of endpoint pair `endpoint`.
+    /// Publisher connection `endpoint` opened; nothing of it arrives before this.
+    Joined {
+        /// Its number (never reused).
+        endpoint: usize,
+        /// Its event endpoint (for `/readyz`).
+        events: String,
+        /// Its replay client; `None` when replay is off.
+        asks: Option<mpsc::Sender<Ask>>,
+    },
+    /// Publisher connection `endpoint` closed; nothing of it arrives after this.
+    Left {
+        /// Its number.
+        endpoint: usize,
+    },
+    /// From the SUB socket of publisher connection `endpoint`.
     Live {
-        /// Index of the endpoint pair.
+        /// Number of the connection.
         endpoint: usize,
         /// The event or heartbeat.
         envelope: Envelope<Broadcast>,
@@ -60,13 +108,18 @@ pub struct Writer {
     log: LogFile,
     streams: Streams,
     positions: PositionFile,
-    /// Per endpoint pair, its replay client (none when replay is off).
-    asks: Vec<Option<mpsc::Sender<Ask>>>,
+    /// Per open publisher connection with replay, its replay client.
+    asks: HashMap<usize, mpsc::Sender<Ask>>,
     actions: Vec<Action>,
     /// What `/readyz` says.
     ready: Ready,
     /// Notified to reopen the log by path.
     reopen: Arc<Notify>,
+    keeping: Keeping,
+    /// Since when lines are written but not synced (as of the last pass).
+    unsynced_since: Option<Instant>,
+    /// After a failed rotation: not tried again before then.
+    rotate_after: Option<Instant>,
     counters: Counters,
 }
 
@@ -77,18 +130,21 @@ impl Writer {
         log: LogFile,
         streams: Streams,
         positions: PositionFile,
-        asks: Vec<Option<mpsc::Sender<Ask>>>,
         ready: Ready,
         reopen: Arc<Notify>,
+        keeping: Keeping,
     ) -> Self {
         Writer {
             log,
             streams,
             positions,
-            asks,
+            asks: HashMap::new(),
             actions: Vec::new(),
             ready,
             reopen,
+            keeping,
+            unsynced_since: None,
+            rotate_after: None,
             counters: Counters::new(),
         }
     }
@@ -106,7 +162,8 @@ impl Writer {
             .update(Instant::now(), &self.streams.catching_up(Instant::now()));
         let reopen = Arc::clone(&self.reopen);
         loop {
-            let wait = next_tick.saturating_duration_since(Instant::now());
+            let wake_at = self.sync_due().map_or(next_tick, |due| due.min(next_tick));
+            let wait = wake_at.saturating_duration_since(Instant::now());
             let wake = runtime.block_on(async {
                 tokio::select! {
                     biased;
@@ -139,7 +196,7 @@ impl Writer {
                 self.ready.update(now, &self.streams.catching_up(now));
                 next_tick = now + TICK;
             }
-            self.log.flush()?;
+            self.settle(now)?;
             self.counters.log_bytes.set(self.log.len() as f64);
             if self.positions.due(now) {
                 self.save(now)?;
@@ -149,7 +206,7 @@ impl Writer {
         let now = Instant::now();
         self.streams.finish(&mut self.actions);
         self.apply(now)?;
-        self.save(now)?;
+        self.save_synced(now)?;
         tracing::info!(written = self.log.written, path = %self.log.path().display(), "log file closed");
         Ok(())
     }
@@ -160,6 +217,20 @@ impl Writer {
         for arrival in arrivals {
             let out = &mut self.actions;
             match arrival {
+                Arrival::Joined {
+                    endpoint,
+                    events,
+                    asks,
+                } => {
+                    self.ready.add(endpoint, events);
+                    if let Some(asks) = asks {
+                        self.asks.insert(endpoint, asks);
+                    }
+                }
+                Arrival::Left { endpoint } => {
+                    self.ready.remove(endpoint);
+                    self.asks.remove(&endpoint);
+                }
                 Arrival::Live { endpoint, envelope } => {
                     self.ready.heard(endpoint, now);
                     let (header, body) = envelope.into_parts();
@@ -192,18 +263,22 @@ impl Writer {
         for action in actions.drain(..) {
             match action {
                 Action::Write(entry) => {
+                    let line = self.log.stage(&entry);
+                    if self.rotation_due(line, now) {
+                        self.rotate(now)?;
+                    }
                     if self.positions.starts_stream(&entry) {
                         // Saved first, so every line after the recorded offset is of a
                         // (publisher, epoch) the position file names.
                         self.save(now)?;
                     }
-                    self.log.append(&entry)?;
+                    self.log.append_staged()?;
                     self.positions.wrote(&entry);
                     self.counters.wrote(&entry);
                 }
                 Action::Ask(ask) => {
                     let publisher = ask.publisher.clone();
-                    let client = self.asks.get(ask.endpoint).and_then(Option::as_ref);
+                    let client = self.asks.get(&ask.endpoint);
                     if client.is_none_or(|asks| asks.try_send(ask).is_err()) {
                         self.streams.unsent(&publisher, now);
                     }
@@ -214,10 +289,50 @@ impl Writer {
         Ok(())
     }
 
-    /// Puts what is written on disk, then the positions that say so.
+    /// Hands what is written to the OS, and syncs it when `LOG_SYNC` says it is time.
+    fn settle(&mut self, now: Instant) -> anyhow::Result<()> {
+        self.log.flush()?;
+        if !self.log.unsynced() {
+            self.unsynced_since = None;
+            return Ok(());
+        }
+        let since = *self.unsynced_since.get_or_insert(now);
+        let due = match self.keeping.sync {
+            SyncPolicy::Always => true,
+            SyncPolicy::Interval(every) => now.duration_since(since) >= every,
+            SyncPolicy::Never => false,
+        };
+        if due {
+            self.log.sync()?;
+            self.unsynced_since = None;
+        }
+        Ok(())
+    }
+
+    /// When `LOG_SYNC=interval:<ms>` wants the lines written so far synced.
+    fn sync_due(&self) -> Option<Instant> {
+        match self.keeping.sync {
+            SyncPolicy::Interval(every) => self.unsynced_since.map(|since| since + every),
+            SyncPolicy::Always | SyncPolicy::Never => None,
+        }
+    }
+
+    /// Saves the positions of what is written: synced first, unless `LOG_SYNC=never`.
     fn save(&mut self, now: Instant) -> anyhow::Result<()> {
+        match self.keeping.sync {
+            SyncPolicy::Never => {
+                self.log.settle()?;
+                self.positions.save(self.log.len(), self.log.id(), now);
+                Ok(())
+            }
+            SyncPolicy::Always | SyncPolicy::Interval(_) => self.save_synced(now),
+        }
+    }
+
+    /// Puts what is written on disk, then the positions that say so.
+    fn save_synced(&mut self, now: Instant) -> anyhow::Result<()> {
         self.log.sync()?;
-        self.positions.save(self.log.len(), now);
+        self.positions.save(self.log.len(), self.log.id(), now);
         Ok(())
     }
 
@@ -226,23 +341,63 @@ impl Writer {
     /// of it, before anything is written there. When the path cannot be opened the open file
     /// is kept (a warning), so no line is lost.
     fn reopen(&mut self, now: Instant) -> anyhow::Result<()> {
-        self.save(now)?;
-        let fresh = match LogFile::open(self.log.path(), self.log.format()) {
-            Ok(fresh) => fresh,
-            Err(e) => {
-                tracing::warn!(
-                    cause = format!("{e:#}"),
-                    "cannot reopen the log file; still writing to the one open"
-                );
-                return Ok(());
-            }
-        };
-        let old = std::mem::replace(&mut self.log, fresh);
-        self.log.written = old.written;
-        drop(old);
-        self.save(now)?;
+        self.save_synced(now)?;
+        if let Err(e) = self.log.reopen() {
+            tracing::warn!(
+                cause = format!("{e:#}"),
+                "cannot reopen the log file; still writing to the one open"
+            );
+            return Ok(());
+        }
+        self.save_synced(now)?;
         metrics::counter!("log_reopened_total").increment(1);
         tracing::info!(path = %self.log.path().display(), bytes = self.log.len(), "log file reopened");
+        Ok(())
+    }
+
+    /// Whether a line of `line` bytes is to go into a new file (`LOG_MAX_BYTES`).
+    fn rotation_due(&self, line: u64, now: Instant) -> bool {
+        self.keeping.rotation.is_some_and(|rotation| {
+            let len = self.log.len();
+            len > 0
+                && len.saturating_add(line) > rotation.max_bytes
+                && self.rotate_after.is_none_or(|after| now >= after)
+        })
+    }
+
+    /// Rotates the log by itself, as [`reopen`](Self::reopen) does after logrotate, with the
+    /// renames in between. When a rename is refused the open file stays (a warning) and the
+    /// next try waits [`ROTATE_RETRY`]; once renamed, a path that cannot be opened again
+    /// stops the writer — the positions name the renamed file, so a restart goes on exactly.
+    fn rotate(&mut self, now: Instant) -> anyhow::Result<()> {
+        let Some(rotation) = self.keeping.rotation else {
+            return Ok(());
+        };
+        self.save_synced(now)?;
+        let rotated_bytes = self.log.len();
+        if let Err(e) = rotate::shift(self.log.path(), rotation.keep) {
+            metrics::counter!("log_rotation_failures_total").increment(1);
+            tracing::warn!(
+                path = %self.log.path().display(),
+                cause = %e,
+                retry_in = ?ROTATE_RETRY,
+                "cannot rotate the log file; still writing to it"
+            );
+            self.rotate_after = Some(now + ROTATE_RETRY);
+            return Ok(());
+        }
+        self.rotate_after = None;
+        self.log
+            .reopen()
+            .context("the log file was rotated but cannot be created again")?;
+        self.save_synced(now)?;
+        metrics::counter!("log_rotations_total").increment(1);
+        tracing::info!(
+            path = %self.log.path().display(),
+            rotated_bytes,
+            keep = rotation.keep,
+            "log file rotated"
+        );
         Ok(())
     }
 }

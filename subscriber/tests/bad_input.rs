@@ -2,6 +2,7 @@
 //! dropped, never a crash; a jump in numbering is an explicit gap line.
 
 use bytes::Bytes;
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
 use test_support::{PATIENCE, Process, wait_until};
@@ -138,6 +139,40 @@ async fn an_unwritable_log_file_is_a_clear_error_at_start() {
         stderr.contains("cannot open LOG_FILE /nonexistent-dir/subscriber.log"),
         "{stderr}"
     );
+}
+
+#[tokio::test]
+async fn an_unreadable_log_directory_is_a_clear_error_at_start() {
+    // Arrange: a log directory nobody may enter, and a subscriber without the capabilities
+    // that let root ignore that (the tests run as root).
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let logs = dir.path().join("logs");
+    std::fs::create_dir(&logs).expect("a log directory");
+    std::fs::set_permissions(&logs, std::fs::Permissions::from_mode(0o000))
+        .expect("the log directory made unreadable");
+    let log = logs.join("subscriber.log");
+
+    // Act
+    let mut setpriv = std::process::Command::new("setpriv");
+    setpriv
+        .arg("--bounding-set=-dac_override,-dac_read_search")
+        .arg("--")
+        .arg(env!("CARGO_BIN_EXE_subscriber"));
+    let mut subscriber = Process::start_command(
+        setpriv,
+        "subscriber",
+        dir.path(),
+        &[("LOG_FILE", log.display().to_string())],
+    );
+    let status = subscriber.exit_status(PATIENCE).await;
+
+    // Assert
+    assert!(!status.success());
+    let stderr = subscriber.stderr();
+    let clear = format!("cannot open LOG_FILE {}", log.display());
+    assert!(stderr.contains(&clear), "{stderr}");
+    assert!(stderr.contains("Permission denied"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
 #[tokio::test]

@@ -5,64 +5,13 @@
 
 use serde_json::json;
 use std::time::Duration;
-use test_support::zmtp::{frame, greeting, handshake, huge_header, noise, send_and_see_cut};
+use test_support::zmtp::{attacks, send_and_see_cut};
 use test_support::{PATIENCE, TestSystem, wait_until};
 
 /// The limit the publisher runs with here, small so a message past it is quick to send.
 const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 /// How long an attacker's connection may stay open before the cut counts as missing.
 const CUT_WITHIN: Duration = Duration::from_secs(5);
-
-/// One attack: what is sent, and whether the guard must cut the connection for it.
-struct Attack {
-    name: &'static str,
-    bytes: Vec<u8>,
-    cut: bool,
-}
-
-/// The attacks on a socket whose peers are of `peer_type`.
-fn attacks(peer_type: &str) -> Vec<Attack> {
-    let half = vec![0xA5; MAX_MESSAGE_BYTES / 2 + 1];
-    vec![
-        Attack {
-            name: "noise",
-            bytes: noise(4096),
-            cut: true,
-        },
-        Attack {
-            name: "a truncated greeting",
-            bytes: greeting(b"NULL")[..20].to_vec(),
-            // The attacker goes silent: the guard's handshake timeout (10 s) cuts it later;
-            // here the attacker hangs up first.
-            cut: false,
-        },
-        Attack {
-            name: "the PLAIN mechanism",
-            bytes: greeting(b"PLAIN"),
-            cut: true,
-        },
-        Attack {
-            name: "a frame announcing 2^40 bytes",
-            bytes: [handshake(peer_type), huge_header(1 << 40)].concat(),
-            cut: true,
-        },
-        Attack {
-            name: "a multipart message past the limit",
-            bytes: [
-                handshake(peer_type),
-                frame(true, &half),
-                frame(false, &half),
-            ]
-            .concat(),
-            cut: true,
-        },
-        Attack {
-            name: "a valid frame with a garbage body",
-            bytes: [handshake(peer_type), frame(false, &noise(100))].concat(),
-            cut: false,
-        },
-    ]
-}
 
 /// A downcase request answered and its event logged, and a signature verified.
 async fn still_serves(system: &TestSystem, label: &str, signature: &serde_json::Value) {
@@ -111,12 +60,12 @@ async fn no_packet_on_any_zmq_port_stops_the_publisher_and_every_cut_is_counted(
     ];
 
     for (socket, endpoint, peer_type) in &ports {
-        for attack in attacks(peer_type) {
+        for attack in attacks(peer_type, MAX_MESSAGE_BYTES) {
             // Act
             let cut = send_and_see_cut(endpoint, &attack.bytes, CUT_WITHIN).await;
 
             // Assert
-            if attack.cut {
+            if attack.cut.is_some() {
                 assert!(cut, "{socket}: {} was not cut", attack.name);
             }
             assert!(
@@ -131,13 +80,11 @@ async fn no_packet_on_any_zmq_port_stops_the_publisher_and_every_cut_is_counted(
     }
 
     let metrics = system.api().metrics().await;
-    for (socket, _, _) in &ports {
-        for reason in [
-            "bad_greeting",
-            "mechanism",
-            "oversize_frame",
-            "oversize_message",
-        ] {
+    for (socket, _, peer_type) in &ports {
+        for reason in attacks(peer_type, MAX_MESSAGE_BYTES)
+            .iter()
+            .filter_map(|a| a.cut)
+        {
             let series = format!("guard_cut_total{{socket=\"{socket}\",reason=\"{reason}\"}}");
             assert!(
                 metrics.value(&series).is_some_and(|n| n >= 1.0),
@@ -167,26 +114,42 @@ async fn two_thousand_connections_opened_and_dropped_on_each_port_leave_the_syst
         "key": "alice",
     });
     let mut publisher = system.start_publisher().await;
-    let _subscriber = system.start_subscriber(&[]);
-    let _verifier = system.start_verifier("v1");
+    let mut subscriber = system.start_subscriber(&[]);
+    let mut verifier = system.start_verifier("v1");
     system.until_subscribed("before").await;
     system.until_verifiers(1).await;
     let a = system.addresses().clone();
+    let mut ports: Vec<String> = [&a.events, &a.tasks, &a.results, &a.replay]
+        .iter()
+        .map(|endpoint| endpoint.trim_start_matches("tcp://").to_owned())
+        .collect();
+    ports.push(a.http.to_string());
+    let health = [subscriber.health_addr().await, verifier.health_addr().await];
+    ports.extend(health.iter().map(|address| address.to_string()));
 
-    // Act: 2 000 connections per port, 100 open at a time, each dropped at once.
-    for endpoint in [&a.events, &a.tasks, &a.results, &a.replay] {
-        let address = endpoint.trim_start_matches("tcp://").to_owned();
+    // Act: 2 000 connections per port (the ZMQ ports, HTTP and the workers' health ports),
+    // 100 open at a time, each dropped at once.
+    for address in ports {
         for _ in 0..20 {
             let batch: Vec<_> = (0..100)
                 .map(|_| tokio::net::TcpStream::connect(address.clone()))
                 .collect();
             for connection in futures::future::join_all(batch).await {
-                drop(connection.expect("the guard accepts"));
+                drop(connection.expect("the port accepts"));
             }
         }
     }
 
     // Assert
-    assert!(publisher.exited().is_none(), "{}", publisher.stderr());
+    for process in [&mut publisher, &mut subscriber, &mut verifier] {
+        assert!(process.exited().is_none(), "{}", process.stderr());
+    }
     still_serves(&system, "after-the-flood", &signature).await;
+    for address in health {
+        let status = test_support::Api::new(address)
+            .get("/healthz")
+            .await
+            .status();
+        assert_eq!(status, 200, "{address} after the flood");
+    }
 }

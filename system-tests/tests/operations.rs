@@ -1,7 +1,7 @@
 //! What operators see and do with the workers, through the real binaries: the subscriber's and
 //! the verifier's health ports (`/healthz`, `/readyz`, `/metrics`, `healthcheck`), and
 //! rotating `subscriber.log` — by rename and SIGHUP under load, while the subscriber is
-//! stopped, and by copy and truncate.
+//! stopped, by copy and truncate, and by the subscriber itself past `LOG_MAX_BYTES`.
 
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use test_support::{
-    Api, LogLine, PATIENCE, PUBLISHER_ID, TestSystem, binary, read_log, wait_until,
+    Api, LogLine, PATIENCE, PUBLISHER_ID, Process, TestSystem, binary, read_log, wait_until,
 };
 
 /// `/readyz` of a health port: the status and the JSON answer.
@@ -73,6 +73,7 @@ async fn a_subscriber_is_ready_only_while_it_hears_its_publisher_and_serves_desc
         "# HELP log_bytes",
         "# HELP replay_requests_total",
         "# HELP log_reopened_total",
+        "# HELP log_rotations_total",
     ] {
         assert!(page.contains(help), "{help} missing from:\n{}", page.0);
     }
@@ -85,6 +86,7 @@ async fn a_subscriber_is_ready_only_while_it_hears_its_publisher_and_serves_desc
     );
     assert!(page.value("replay_requests_total").is_some(), "{}", page.0);
     assert_eq!(page.value("log_reopened_total"), Some(0.0));
+    assert_eq!(page.value("log_rotations_total"), Some(0.0));
     let lag = format!("lag_events{{publisher=\"{PUBLISHER_ID}\"}}");
     assert_eq!(page.value(&lag), Some(0.0), "{}", page.0);
 
@@ -245,6 +247,11 @@ fn lines_of(files: &[PathBuf]) -> Vec<Vec<LogLine>> {
 /// Asserts that the files hold every number 1..=`last` of the test publisher exactly once,
 /// no gap line, each file in order and each after the one before it.
 fn assert_each_once_in_order(files: &[PathBuf], last: u64) {
+    assert_range_once_in_order(files, 1, last);
+}
+
+/// [`assert_each_once_in_order`] for the numbers `first..=last`.
+fn assert_range_once_in_order(files: &[PathBuf], first: u64, last: u64) {
     let mut seen: BTreeMap<u64, usize> = BTreeMap::new();
     let mut previous = 0;
     for (file, lines) in files.iter().zip(lines_of(files)) {
@@ -266,9 +273,14 @@ fn assert_each_once_in_order(files: &[PathBuf], last: u64) {
             *seen.entry(line.seq).or_default() += 1;
         }
     }
-    let missing: Vec<u64> = (1..=last).filter(|s| !seen.contains_key(s)).collect();
+    let missing: Vec<u64> = (first..=last).filter(|s| !seen.contains_key(s)).collect();
     assert!(missing.is_empty(), "missing: {missing:?}");
-    assert_eq!(seen.len() as u64, last, "numbers past #{last}");
+    let outside: Vec<u64> = seen
+        .keys()
+        .copied()
+        .filter(|s| !(first..=last).contains(s))
+        .collect();
+    assert!(outside.is_empty(), "outside #{first}..#{last}: {outside:?}");
 }
 
 /// The highest number in the files.
@@ -397,4 +409,222 @@ async fn a_copytruncated_log_is_appended_from_its_start_and_a_crash_after_it_rep
     // Assert: the copy and the truncated file together hold each number once, no gap.
     assert_each_once_in_order(&[old.clone(), log.clone()], last);
     assert!(last_seq(&[old]) < last_seq(&[log]));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rotation by the subscriber itself (`LOG_MAX_BYTES`, `LOG_KEEP`).
+
+/// The subscriber's environment for rotating past `max_bytes`, keeping `keep` files.
+fn rotating(max_bytes: u64, keep: u32) -> [(&'static str, String); 2] {
+    [
+        ("LOG_MAX_BYTES", max_bytes.to_string()),
+        ("LOG_KEEP", keep.to_string()),
+    ]
+}
+
+/// The rotated files of `log` that exist (looking as far as `.<keep>`), oldest first, then
+/// `log` itself.
+fn log_files(log: &Path, keep: u32) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = (1..=keep)
+        .rev()
+        .map(|n| rotated(log, &format!(".{n}")))
+        .filter(|f| f.exists())
+        .collect();
+    files.push(log.to_owned());
+    files
+}
+
+/// Asserts that each file ends with a whole line and holds at most `max_bytes` (every line
+/// of these tests is far shorter).
+fn assert_within(files: &[PathBuf], max_bytes: u64) {
+    for file in files {
+        let text = std::fs::read(file).expect("a log file");
+        assert!(
+            text.is_empty() || text.ends_with(b"\n"),
+            "{} ends in the middle of a line",
+            file.display()
+        );
+        assert!(
+            text.len() as u64 <= max_bytes,
+            "{} holds {} bytes, more than {max_bytes}",
+            file.display(),
+            text.len()
+        );
+    }
+}
+
+/// Waits until `/metrics` counts at least `n` rotations; the count.
+async fn until_rotated(health: &Api, n: u64) -> u64 {
+    wait_until(&format!("{n} rotations"), PATIENCE, async || {
+        let count = health.metrics().await.value("log_rotations_total")? as u64;
+        (count >= n).then_some(count)
+    })
+    .await
+}
+
+/// A publisher, and a subscriber rotating its log past `max_bytes` and keeping `keep` files,
+/// connected to it, with [`Load`] flowing.
+struct RotatingUnderLoad {
+    system: TestSystem,
+    _publisher: Process,
+    subscriber: Process,
+    health: Api,
+    load: Load,
+}
+
+impl RotatingUnderLoad {
+    async fn start(max_bytes: u64, keep: u32) -> RotatingUnderLoad {
+        let system = TestSystem::new();
+        let publisher = system.start_publisher().await;
+        let mut subscriber = system.start_subscriber(&rotating(max_bytes, keep));
+        let health = Api::new(subscriber.health_addr().await);
+        system.until_subscribed("warmup").await;
+        let load = Load::start(system.api(), "load");
+        RotatingUnderLoad {
+            system,
+            _publisher: publisher,
+            subscriber,
+            health,
+            load,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_rotated_by_size_under_load_holds_every_event_once_across_its_files() {
+    // Arrange: a 32 KiB cap (some 400 lines a file), three rotated files kept.
+    const MAX_BYTES: u64 = 32 * 1024;
+    // (Every part bound to a name, so the processes live to the end of the test.)
+    let RotatingUnderLoad {
+        system,
+        _publisher,
+        mut subscriber,
+        health,
+        load,
+    } = RotatingUnderLoad::start(MAX_BYTES, 3).await;
+
+    // Act: load until the third rotation, which drops nothing yet.
+    let log = system.log_path();
+    wait_until("subscriber.log.3", PATIENCE, async || {
+        rotated(&log, ".3").exists().then_some(())
+    })
+    .await;
+    load.stop().await;
+    let last = one_more(&system, &log, "the-last").await;
+
+    // Assert: four files, each within the cap and ending with a whole line, holding together
+    // every number once, in order, no gap.
+    let files = log_files(&log, 10);
+    assert_eq!(files.len(), 4, "{files:?}");
+    assert_within(&files, MAX_BYTES);
+    assert_each_once_in_order(&files, last);
+    let page = health.metrics().await;
+    assert_eq!(page.value("log_rotations_total"), Some(3.0), "{}", page.0);
+    assert!(subscriber.exited().is_none(), "still running");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_keep_bounds_the_rotated_files_and_the_oldest_go_first() {
+    // Arrange: a 4 KiB cap, two rotated files kept.
+    const MAX_BYTES: u64 = 4 * 1024;
+    let RotatingUnderLoad {
+        system,
+        _publisher,
+        subscriber: _subscriber,
+        health,
+        load,
+    } = RotatingUnderLoad::start(MAX_BYTES, 2).await;
+
+    // Act: load for six rotations at least.
+    let log = system.log_path();
+    until_rotated(&health, 6).await;
+    load.stop().await;
+    let last = one_more(&system, &log, "the-last").await;
+
+    // Assert: the log, `.1` and `.2`, nothing older; they hold the newest numbers once each,
+    // in order, from where the deleted files ended.
+    let mut names: Vec<String> = std::fs::read_dir(system.dir.path())
+        .expect("the directory")
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with("subscriber.log"))
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "subscriber.log",
+            "subscriber.log.1",
+            "subscriber.log.2",
+            "subscriber.log.pos"
+        ]
+    );
+    let files = log_files(&log, 2);
+    assert_within(&files, MAX_BYTES);
+    let first = read_log(&files[0])[0].seq;
+    assert!(first > 1, "the oldest numbers went with the deleted files");
+    assert_range_once_in_order(&files, first, last);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_killed_while_rotating_under_load_restarts_with_every_event_once_whatever_log_sync()
+ {
+    // Arrange: a 1 KiB cap (a dozen lines a file), so rotations come one after another, and
+    // every rotated file kept.
+    const MAX_BYTES: u64 = 1024;
+    const KEEP: u32 = 1000;
+    let RotatingUnderLoad {
+        system,
+        _publisher,
+        mut subscriber,
+        health: _,
+        load,
+    } = RotatingUnderLoad::start(MAX_BYTES, KEEP).await;
+    let log = system.log_path();
+
+    // Act: three times, SIGKILL in the middle of the load (the first time with the default
+    // LOG_SYNC, then with each other policy), and a restart while it goes on.
+    for sync in ["always", "never", "interval:50"] {
+        load.until_answered(150).await;
+        subscriber.kill();
+        load.until_answered(30).await;
+        let mut env = rotating(MAX_BYTES, KEEP).to_vec();
+        env.push(("LOG_SYNC", sync.to_owned()));
+        subscriber = system.start_subscriber(&env);
+        subscriber
+            .wait_for_log("subscriber running", PATIENCE)
+            .await;
+    }
+    load.until_answered(150).await;
+    load.stop().await;
+    let last = one_more(&system, &log, "the-last").await;
+
+    // Assert: across all files every number once, in order, no gap line, none over the cap.
+    let files = log_files(&log, KEEP);
+    assert!(files.len() > 10, "rotated often: {}", files.len());
+    assert_within(&files, MAX_BYTES);
+    assert_each_once_in_order(&files, last);
+    assert!(subscriber.exited().is_none(), "still running");
+}
+
+#[tokio::test]
+async fn a_sync_policy_or_size_the_subscriber_cannot_use_stops_it_at_start_naming_the_knob() {
+    let system = TestSystem::new();
+    for (name, value) in [
+        ("LOG_SYNC", "sometimes"),
+        ("LOG_SYNC", "interval:0"),
+        ("LOG_MAX_BYTES", "0"),
+        ("LOG_MAX_BYTES", "lots"),
+        ("LOG_KEEP", "0"),
+    ] {
+        let env = [(name, value.to_owned())];
+        let mut subscriber = Process::start(&binary("subscriber"), system.dir.path(), &env);
+        let status = subscriber.exit_status(PATIENCE).await;
+        let stderr = subscriber.stderr();
+        assert!(!status.success(), "{name}={value}: {status}");
+        assert!(
+            stderr.contains(&format!("<{name}>")) && stderr.contains(value),
+            "{name}={value}: {stderr}"
+        );
+        assert!(!system.log_path().exists(), "nothing written");
+    }
 }

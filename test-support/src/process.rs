@@ -22,17 +22,27 @@ impl Process {
     /// otherwise, so workers started side by side never fight over a port. Its stderr goes to
     /// a file in `dir`.
     pub fn start(program: &Path, dir: &Path, env: &[(&str, String)]) -> Process {
-        static STARTED: AtomicUsize = AtomicUsize::new(0);
         let name = program
             .file_stem()
             .and_then(|s| s.to_str())
-            .unwrap_or("process")
-            .to_owned();
+            .unwrap_or("process");
+        Process::start_command(Command::new(program), name, dir, env)
+    }
+
+    /// [`start`](Self::start) for a `command` that execs the binary `name` in the end (a
+    /// wrapper such as `unshare … sh -c '… exec BINARY'`), so the child is the binary itself.
+    pub fn start_command(
+        mut command: Command,
+        name: &str,
+        dir: &Path,
+        env: &[(&str, String)],
+    ) -> Process {
+        static STARTED: AtomicUsize = AtomicUsize::new(0);
         let number = STARTED.fetch_add(1, Ordering::Relaxed);
         let stderr = dir.join(format!("{name}-{number}.stderr"));
         let file = std::fs::File::create(&stderr)
             .unwrap_or_else(|e| panic!("cannot create {}: {e}", stderr.display()));
-        let child = Command::new(program)
+        let child = command
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("RUST_LOG", "info")
@@ -43,9 +53,9 @@ impl Process {
             .stdout(Stdio::null())
             .stderr(file)
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
         Process {
-            name,
+            name: name.to_owned(),
             child,
             stderr,
         }

@@ -147,6 +147,15 @@ impl RunningPublisher {
         }
     }
 
+    /// A publisher `process` started some other way (e.g. under a private `/etc/hosts`),
+    /// once it has logged where it listens.
+    pub async fn started(process: Process) -> RunningPublisher {
+        let (process, addresses) = learn_addresses(process)
+            .await
+            .unwrap_or_else(|stderr| panic!("the publisher did not start:\n{stderr}"));
+        RunningPublisher { process, addresses }
+    }
+
     /// The HTTP API of this publisher.
     pub fn api(&self) -> Api {
         Api::new(self.addresses.http)
@@ -159,7 +168,11 @@ async fn start_once(
     dir: &Path,
     env: &[(&str, String)],
 ) -> Result<(Process, Addresses), String> {
-    let mut process = Process::start(program, dir, env);
+    learn_addresses(Process::start(program, dir, env)).await
+}
+
+/// Waits for the publisher `process` to log where it listens; its stderr if it exits first.
+async fn learn_addresses(mut process: Process) -> Result<(Process, Addresses), String> {
     let outcome = wait_until("the publisher's listening line", PATIENCE, async || {
         if let Some(addresses) = Addresses::from_log(&process.stderr()) {
             return Some(Ok(addresses));

@@ -1,6 +1,7 @@
 //! ZMTP 3.0 written by hand, for tests that play a hostile or broken peer over raw TCP: the
-//! greeting, the NULL handshake, frames and bare frame headers; and [`FakePeer`], a listener
-//! that plays a hostile publisher to the workers that connect to it.
+//! greeting, the NULL handshake, frames and bare frame headers; the [`attacks`] every receiving
+//! socket is tried with; and [`FakePeer`], a listener that plays a hostile publisher to the
+//! workers that connect to it.
 
 use crate::wait::{PATIENCE, wait_until};
 use std::sync::Arc;
@@ -56,6 +57,64 @@ pub fn huge_header(size: u64) -> Vec<u8> {
     let mut header = vec![LONG];
     header.extend_from_slice(&size.to_be_bytes());
     header
+}
+
+/// One attack on a ZMQ socket over raw TCP: what is sent, and the reason the guard counts its
+/// cut under (`None`: the guard lets it through or waits, and the socket's owner copes).
+pub struct Attack {
+    /// What it is, in words.
+    pub name: &'static str,
+    /// The bytes the attacker sends.
+    pub bytes: Vec<u8>,
+    /// `guard_cut_total{reason}` of the cut this attack must get.
+    pub cut: Option<&'static str>,
+}
+
+/// The attacks on a socket whose peer plays `peer_type` (`SUB`, `PULL`, …), for a guard that
+/// runs with `MAX_MESSAGE_BYTES=max_message_bytes`: noise, a truncated greeting, another
+/// mechanism, a frame announcing 2^40 bytes, a multipart message past the limit, and a valid
+/// frame with a garbage body.
+pub fn attacks(peer_type: &str, max_message_bytes: usize) -> Vec<Attack> {
+    let half = vec![0xA5; max_message_bytes / 2 + 1];
+    vec![
+        Attack {
+            name: "noise",
+            bytes: noise(4096),
+            cut: Some("bad_greeting"),
+        },
+        Attack {
+            name: "a truncated greeting",
+            bytes: greeting(b"NULL")[..20].to_vec(),
+            // The attacker goes silent: the guard's handshake timeout (10 s) cuts it later, if
+            // the attacker has not hung up first.
+            cut: None,
+        },
+        Attack {
+            name: "the PLAIN mechanism",
+            bytes: greeting(b"PLAIN"),
+            cut: Some("mechanism"),
+        },
+        Attack {
+            name: "a frame announcing 2^40 bytes",
+            bytes: [handshake(peer_type), huge_header(1 << 40)].concat(),
+            cut: Some("oversize_frame"),
+        },
+        Attack {
+            name: "a multipart message past the limit",
+            bytes: [
+                handshake(peer_type),
+                frame(true, &half),
+                frame(false, &half),
+            ]
+            .concat(),
+            cut: Some("oversize_message"),
+        },
+        Attack {
+            name: "a valid frame with a garbage body",
+            bytes: [handshake(peer_type), frame(false, &noise(100))].concat(),
+            cut: None,
+        },
+    ]
 }
 
 /// `len` bytes that are not ZMTP (a fixed pseudo-random sequence).

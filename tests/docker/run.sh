@@ -4,10 +4,14 @@
 #   1. builds Dockerfile.pub and Dockerfile.sub (timed; sizes printed);
 #   2. `docker run`s each image alone on a user-defined network: downcase -> subscriber.log
 #      on the host, and a signature verified;
-#   3. `compose up` of compose.yaml: downcase logged (read from the host), a signature with the
-#      demo key verified by one of the verifiers, the subscriber killed and started again, the
-#      publisher restarted, a verifier cut off the network for 5 s, and finally
-#      `compose stop -t 10`: every container stops in time with exit code 0.
+#   3. the README's signature walk-through, pasted as written into a copy of the repository:
+#      its own key, `KEYS_DIR_HOST=./keys docker compose up --build -d` (from the build cache),
+#      verdicts `valid` and their lines in subscriber.log (tests/readme/lib.sh); then, on that
+#      stack: downcase logged (read from the host), a signature with the demo key verified by
+#      one of the verifiers, the subscriber killed and started again, the publisher restarted,
+#      a verifier cut off the network for 5 s, the README's `--scale verifier-extra=2` recipe
+#      (both copies serve), `compose stop -t 10` (every container stops in time with exit
+#      code 0), and `compose down`, which must exit 0 and leave nothing of the project.
 #
 # Needs docker, `docker compose` (v2) or docker-compose (1.29+), curl, jq. Uses a unique
 # compose project name, a free loopback port and temporary data directories; everything it
@@ -20,6 +24,8 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT"
+# shellcheck source=tests/readme/lib.sh
+source tests/readme/lib.sh
 
 IMAGE_TAG=${IMAGE_TAG:-latest}
 PUB_IMAGE=brokerless-publisher:$IMAGE_TAG
@@ -42,25 +48,14 @@ if docker compose version >/dev/null 2>&1; then
     COMPOSE=(docker compose)
 elif command -v docker-compose >/dev/null 2>&1; then
     COMPOSE=(docker-compose)
+    README_COMPOSE_V1=1
 else
     echo "neither 'docker compose' nor docker-compose is installed" >&2
     exit 1
 fi
-for tool in curl jq; do
+for tool in curl jq openssl; do
     command -v "$tool" >/dev/null 2>&1 || { echo "$tool is needed" >&2; exit 1; }
 done
-
-free_port() {
-    local port
-    for _ in $(seq 1 50); do
-        port=$(( 20000 + RANDOM % 20000 ))
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-            echo "$port"
-            return 0
-        fi
-    done
-    return 1
-}
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/brokerless-docker-test.XXXXXX")
 DATA_DIR=$WORK/data
@@ -242,8 +237,13 @@ done
 docker network rm "$SOLO-net" >/dev/null
 
 # ---------------------------------------------------------------------------------------------
-log "== 2. compose up (project $PROJECT)"
-out=$(compose up -d --no-build 2>&1) || die "compose up failed: $out"
+log "== 2. the README's walk-through brings compose up (project $PROJECT)"
+readme_prepare compose "$WORK/readme" || die "the README's compose walk-through cannot be extracted"
+# The README's `docker compose up --build` builds from the cache of the builds above; the
+# deadline leaves room for a real build after SKIP_BUILD=1.
+README_HTTP=127.0.0.1:$HTTP_PORT readme_run 600 || die "the README's compose walk-through failed"
+readme_check_walkthrough "$DATA_DIR/subscriber.log" || die "the README's compose walk-through did not do what it says"
+pass "the README's walk-through in containers: its key's and the demo key's signatures valid, each in subscriber.log"
 PUB=$(container_of publisher)
 SUB=$(container_of subscriber)
 VER1=$(container_of verifier-1)
@@ -330,13 +330,38 @@ done
 pass "after reconnecting, requests still finish valid; served by:$seen"
 
 # ---------------------------------------------------------------------------------------------
-log "== 6. compose stop -t 10: every container stops in time with exit code 0"
+log "== 6. the README's recipe for more verifiers beside the stack"
+readme_prepare compose-scale "$WORK/readme" || die "the README's --scale recipe cannot be extracted"
+README_HTTP=127.0.0.1:$HTTP_PORT readme_run 120 || die "the README's --scale recipe failed"
+mapfile -t EXTRA < <(container_of verifier-extra)
+[ ${#EXTRA[@]} = 2 ] || die "--scale verifier-extra=2 made ${#EXTRA[@]} containers"
+[ "$(docker inspect -f '{{.State.Running}}' "$PUB")" = true ] || die "the recipe stopped the publisher"
+# Each copy's id is its host name (the container's) and pid; wait until both have served.
+waiting=()
+for c in "${EXTRA[@]}"; do waiting+=("$(docker inspect -f '{{.Config.Hostname}}' "$c")-"); done
+seen=""
+deadline=$(( $(date +%s) + 30 ))
+while [ ${#waiting[@]} -gt 0 ]; do
+    verify_signature "$HTTP_PORT"
+    seen+=" $VERIFIED_BY"
+    still=()
+    for prefix in "${waiting[@]}"; do
+        case "$VERIFIED_BY" in "$prefix"*) ;; *) still+=("$prefix") ;; esac
+    done
+    waiting=("${still[@]}")
+    [ "$(date +%s)" -lt "$deadline" ] || die "verifier-extra copies ${waiting[*]} served nothing in 30 s:$seen"
+done
+pass "both verifier-extra copies serve, beside the others; served by:$seen"
+
+# ---------------------------------------------------------------------------------------------
+log "== 7. compose stop -t 10: every container stops in time with exit code 0"
 t0=$(date +%s%N)
 compose stop -t 10 >/dev/null 2>&1
 ms=$(( ($(date +%s%N) - t0) / 1000000 ))
 failed=0
 # The ids from compose up: `compose ps` of v2 lists only running containers.
-for pair in "publisher $PUB" "subscriber $SUB" "verifier-1 $VER1" "verifier-2 $VER2"; do
+for pair in "publisher $PUB" "subscriber $SUB" "verifier-1 $VER1" "verifier-2 $VER2" \
+    "verifier-extra ${EXTRA[0]}" "verifier-extra ${EXTRA[1]}"; do
     read -r svc c <<<"$pair"
     state=$(docker inspect -f '{{.State.Status}} exit={{.State.ExitCode}} oom={{.State.OOMKilled}} started={{.State.StartedAt}} finished={{.State.FinishedAt}}' "$c")
     log "$svc: $state"
@@ -344,6 +369,15 @@ for pair in "publisher $PUB" "subscriber $SUB" "verifier-1 $VER1" "verifier-2 $V
 done
 [ "$failed" = 0 ] || die "a container did not exit 0 on SIGTERM"
 [ "$ms" -lt 12000 ] || die "compose stop took ${ms} ms"
-pass "compose stop: all 4 containers exited 0 in ${ms} ms"
+pass "compose stop: all 6 containers exited 0 in ${ms} ms"
+
+# ---------------------------------------------------------------------------------------------
+log "== 8. compose down: exit 0, nothing of the project left but its volumes"
+out=$(compose down 2>&1) || die "compose down failed: $out"
+left=$(docker ps -aq --filter "label=com.docker.compose.project=$PROJECT")
+[ -z "$left" ] || die "containers left after compose down: $left"
+nets=$(docker network ls -q --filter "name=${PROJECT}_")
+[ -z "$nets" ] || die "networks left after compose down: $(docker network ls --filter "name=${PROJECT}_")"
+pass "compose down: exit 0, no container or network of the project left"
 
 log "ALL PASSED in $(( $(date +%s) - T_START ))s"

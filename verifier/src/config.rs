@@ -2,6 +2,7 @@
 //! the environment, with defaults that work on one machine.
 
 use plumbing::health::HealthAddr;
+use plumbing::resolve::{Peer, Target, TargetError};
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -17,7 +18,9 @@ use std::time::Duration;
 pub struct Config {
     /// Where to pull verification tasks from: the publisher's task PUSH socket. A
     /// comma-separated list connects to several publishers; give RESULTS_CONNECT in the
-    /// same order, one entry per publisher.
+    /// same order, one entry per publisher. A host name is followed: every address it
+    /// resolves to is a publisher (see DNS_REFRESH), and its RESULTS_CONNECT entry names the
+    /// same host.
     #[arg(
         long,
         env = "TASKS_CONNECT",
@@ -83,6 +86,10 @@ pub struct Config {
     #[arg(long, env = "HEALTH_ADDR", default_value = "0.0.0.0:9102", value_parser = HealthAddr::parse)]
     pub health_addr: HealthAddr,
 
+    /// How host names are followed (`DNS_REFRESH`).
+    #[command(flatten)]
+    pub follow: plumbing::resolve::FollowArgs,
+
     /// Flags every binary takes.
     #[command(flatten)]
     pub common: plumbing::CommonArgs,
@@ -118,6 +125,27 @@ pub enum ConfigError {
     /// The verifier id is empty.
     #[error("VERIFIER_ID must not be empty")]
     EmptyId,
+    /// A task endpoint and its result endpoint cannot be followed as one publisher.
+    #[error("TASKS_CONNECT and RESULTS_CONNECT: {0}")]
+    Target(#[from] TargetError),
+}
+
+impl PublisherEndpoints {
+    /// What to follow for this pair: its host name's every address, or the pair itself.
+    pub fn target(&self) -> Result<Target, ConfigError> {
+        Ok(Target::new(&[&self.tasks, &self.results])?)
+    }
+
+    /// The pair of one peer of a [`target`](Self::target).
+    pub fn of_peer(peer: &Peer) -> Option<PublisherEndpoints> {
+        match peer.as_slice() {
+            [tasks, results] => Some(PublisherEndpoints {
+                tasks: tasks.clone(),
+                results: results.clone(),
+            }),
+            _ => None,
+        }
+    }
 }
 
 impl Config {
@@ -241,6 +269,38 @@ mod tests {
         let pairs = config.publishers().expect("two pairs");
         assert_eq!(pairs[1].tasks, "tcp://b:4445");
         assert_eq!(pairs[1].results, "tcp://b:4446");
+    }
+
+    #[test]
+    fn a_named_pair_is_followed_and_one_naming_two_hosts_is_refused() {
+        let config = parse(&[
+            "--tasks-connect",
+            "tcp://pubs:4445",
+            "--results-connect",
+            "tcp://pubs:4446",
+        ])
+        .expect("parses");
+        let pair = config.publishers().expect("pairs").remove(0);
+        assert!(matches!(pair.target(), Ok(Target::Name { .. })));
+        let peer = vec![
+            "tcp://10.0.0.2:4445".to_owned(),
+            "tcp://10.0.0.2:4446".to_owned(),
+        ];
+        let endpoints = PublisherEndpoints::of_peer(&peer).expect("a pair");
+        assert_eq!(endpoints.results, "tcp://10.0.0.2:4446");
+
+        let config = parse(&[
+            "--tasks-connect",
+            "tcp://pubs:4445",
+            "--results-connect",
+            "tcp://10.0.0.1:4446",
+        ])
+        .expect("parses");
+        let refusal = config.publishers().expect("pairs")[0]
+            .target()
+            .expect_err("two hosts")
+            .to_string();
+        assert!(refusal.contains("tcp://10.0.0.1:4446"), "{refusal}");
     }
 
     #[test]

@@ -4,29 +4,26 @@
 //! The ZMQ library reconnects neither PULL nor PUSH, so a link watches for the publisher going
 //! away — a `Disconnected` event on either socket (the task connection's end-of-stream arrives
 //! at once when the publisher exits; a result write to a dead peer fails within a heartbeat or
-//! two), a receive error, a failed or stuck send, the publisher's host name pointing elsewhere
-//! (see [`crate::address`]) — each a variant of [`Lost`], and then throws the connection away
+//! two), a receive error, a failed or stuck send — each a variant of [`Lost`], and then throws
+//! the connection away
 //! and opens a new one. This file holds what that needs from the library: bounded connects, a
 //! bounded push, and a PULL socket that really closes ([`TaskSocket`]).
 //!
 //! Each socket connects through a connect-side guard of its own (`tasks-in`, `results-out`),
 //! which checks what the publisher sends before the library sees it; the guards belong to the
-//! connection and close with it. A guard is given one literal address of the publisher (see
-//! [`crate::address::resolve`]), so the link knows which address it is connected to even
-//! though the library sees only the guard.
+//! connection and close with it. A link's endpoints are literal addresses: a host name is
+//! followed above it (`plumbing::resolve`), one link per address.
 
-use crate::address;
 use crate::config::PublisherEndpoints;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use guard::Limits;
 use plumbing::{ConnectError, Guarded};
 use std::fmt;
-use std::io;
 use std::time::Duration;
 use zeromq::{
-    Endpoint, PullSocket, PushSocket, Socket, SocketEvent, SocketOptions, SocketRecv, SocketSend,
-    ZmqError, ZmqMessage,
+    PullSocket, PushSocket, Socket, SocketEvent, SocketOptions, SocketRecv, SocketSend, ZmqError,
+    ZmqMessage,
 };
 
 /// How long one attempt to reach the publisher may take (TCP connect and ZMTP handshake).
@@ -78,9 +75,6 @@ pub(crate) enum Lost {
     /// A verdict or heartbeat could not even be queued within [`SEND_TIMEOUT`].
     #[error("pushing to the publisher stuck for {0:?}")]
     SendStuck(Duration),
-    /// The publisher's host name no longer resolves to the address connected to.
-    #[error("{0}")]
-    AddressMoved(String),
 }
 
 impl Lost {
@@ -91,27 +85,8 @@ impl Lost {
             Lost::ReceiveFailed(_) => "receive_failed",
             Lost::SendFailed(_) => "send_failed",
             Lost::SendStuck(_) => "send_stuck",
-            Lost::AddressMoved(_) => "address_moved",
         }
     }
-}
-
-/// Why a connection could not be opened.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum OpenError {
-    /// The publisher's host name could not be looked up (a guarded connection looks it up
-    /// itself).
-    #[error("cannot look up {endpoint}: {source}")]
-    Lookup {
-        /// The endpoint as configured.
-        endpoint: String,
-        /// What the resolver said.
-        #[source]
-        source: io::Error,
-    },
-    /// No address of the publisher took the connection (the last one's reason).
-    #[error(transparent)]
-    Connect(#[from] ConnectError),
 }
 
 /// The two sockets of one connection to a publisher, with their events and their guards.
@@ -121,8 +96,6 @@ pub(crate) struct Connection {
     /// What happens to either socket (connected, closed, …), tagged with its side.
     pub events: BoxStream<'static, (Side, SocketEvent)>,
     results: PushSocket,
-    /// The publisher addresses the guards relay to, tasks and results; `None` unguarded.
-    remotes: (Option<Endpoint>, Option<Endpoint>),
     /// Relaying while the connection lives; dropped after the sockets, closing what is left.
     _guards: (Guarded, Guarded),
 }
@@ -135,15 +108,21 @@ impl Connection {
     pub async fn open(
         endpoints: &PublisherEndpoints,
         limits: Option<&Limits>,
-    ) -> Result<Connection, OpenError> {
+    ) -> Result<Connection, ConnectError> {
         let mut results = PushSocket::with_options(socket_options());
         let results_events = results.monitor();
-        let (results_guard, results_remote) =
-            connect(&mut results, &endpoints.results, limits, "results-out").await?;
+        let results_guard = plumbing::connect_guarded(
+            &mut results,
+            &endpoints.results,
+            limits.cloned(),
+            "results-out",
+        )
+        .await?;
         let mut tasks = TaskSocket(PullSocket::with_options(socket_options()));
         let tasks_events = tasks.0.monitor();
-        let (tasks_guard, tasks_remote) =
-            connect(&mut tasks.0, &endpoints.tasks, limits, "tasks-in").await?;
+        let tasks_guard =
+            plumbing::connect_guarded(&mut tasks.0, &endpoints.tasks, limits.cloned(), "tasks-in")
+                .await?;
         let events = futures::stream::select(
             tasks_events.map(|event| (Side::Tasks, event)),
             results_events.map(|event| (Side::Results, event)),
@@ -152,18 +131,8 @@ impl Connection {
             tasks,
             events: events.boxed(),
             results,
-            remotes: (tasks_remote, results_remote),
             _guards: (tasks_guard, results_guard),
         })
-    }
-
-    /// The publisher address `side`'s guard relays to; `None` when unguarded, where the
-    /// library's own `Connected` event names the peer.
-    pub fn remote(&self, side: Side) -> Option<&Endpoint> {
-        match side {
-            Side::Tasks => self.remotes.0.as_ref(),
-            Side::Results => self.remotes.1.as_ref(),
-        }
     }
 
     /// Hands a message to the result socket; a failure or a wait over [`SEND_TIMEOUT`] means
@@ -175,37 +144,6 @@ impl Connection {
             Err(_) => Err(Lost::SendStuck(SEND_TIMEOUT)),
         }
     }
-}
-
-/// Connects `socket` to `configured`: directly when there are no `limits`; otherwise through a
-/// guard named `name` to each address `configured` resolves to, in turn, until one takes it.
-/// Returns the guard and the address it relays to.
-async fn connect<S: Socket>(
-    socket: &mut S,
-    configured: &str,
-    limits: Option<&Limits>,
-    name: &'static str,
-) -> Result<(Guarded, Option<Endpoint>), OpenError> {
-    let Some(limits) = limits else {
-        let direct = plumbing::connect_guarded(socket, configured, None, name).await?;
-        return Ok((direct, None));
-    };
-    let lookup_failed = |source| OpenError::Lookup {
-        endpoint: configured.to_owned(),
-        source,
-    };
-    let mut failure = None;
-    for remote in address::resolve(configured).await.map_err(lookup_failed)? {
-        let limits = Some(limits.clone());
-        match plumbing::connect_guarded(socket, &remote.to_string(), limits, name).await {
-            Ok(guarded) => return Ok((guarded, Some(remote))),
-            Err(error) => failure = Some(error),
-        }
-    }
-    Err(failure.map_or_else(
-        || lookup_failed(io::ErrorKind::NotFound.into()),
-        OpenError::Connect,
-    ))
 }
 
 fn socket_options() -> SocketOptions {
@@ -243,7 +181,7 @@ impl Drop for TaskSocket {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use zeromq::Host;
+    use zeromq::{Endpoint, Host};
 
     /// A publisher's two sockets on loopback, port 0.
     async fn publisher() -> (PushSocket, PullSocket, u16, u16) {
@@ -279,32 +217,6 @@ mod tests {
         assert_eq!(closed.kind(), "closed");
         let stuck = Lost::SendStuck(SEND_TIMEOUT);
         assert_eq!(stuck.to_string(), "pushing to the publisher stuck for 2s");
-    }
-
-    #[tokio::test]
-    async fn a_guarded_connection_knows_the_publisher_address_the_library_never_sees() {
-        // Arrange: the publisher named by a host name.
-        let (_tasks, _results, tasks_port, results_port) = publisher().await;
-        let endpoints = PublisherEndpoints {
-            tasks: format!("tcp://localhost:{tasks_port}"),
-            results: format!("tcp://localhost:{results_port}"),
-        };
-
-        // Act
-        let mut connection = Connection::open(&endpoints, Some(&Limits::default()))
-            .await
-            .expect("connects through the guards");
-
-        // Assert: the library sees each guard's own port; the link is told the real one.
-        for (side, peer) in connected_peers(&mut connection).await {
-            let port = match side {
-                Side::Tasks => tasks_port,
-                Side::Results => results_port,
-            };
-            let expected = Endpoint::Tcp(Host::Ipv4([127, 0, 0, 1].into()), port);
-            assert_eq!(connection.remote(side), Some(&expected), "{side}");
-            assert_ne!(peer, expected, "{side}: the library sees the guard");
-        }
     }
 
     #[tokio::test]
@@ -350,7 +262,6 @@ mod tests {
         let mut connection = Connection::open(&endpoints, None).await.expect("connects");
 
         for (side, peer) in connected_peers(&mut connection).await {
-            assert_eq!(connection.remote(side), None);
             let port = match side {
                 Side::Tasks => tasks_port,
                 Side::Results => results_port,

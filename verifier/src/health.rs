@@ -1,10 +1,12 @@
 //! What the verifier shows on its health port: the metrics it keeps, each described (the
 //! `# HELP` lines of `/metrics`), and whether it is ready — its keys loaded and every
-//! publisher link connected.
+//! publisher link connected (one per configured endpoint pair, or per address of a followed
+//! host name).
 
-use crate::config::PublisherEndpoints;
 use plumbing::health::Readiness;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Describes every metric the verifier records and sets the gauges to their starting values.
 /// Call once, after the health port has installed the recorder.
@@ -23,36 +25,33 @@ pub fn describe() {
         "links_up",
         "Publishers this verifier is connected to (of links_configured)."
     );
-    describe_gauge!("links_configured", "Publishers this verifier is given.");
+    describe_gauge!(
+        "links_configured",
+        "Publisher links this verifier keeps: one per configured endpoint pair, or per address of a followed host name."
+    );
+    plumbing::resolve::describe_metrics();
     describe_gauge!("keys_loaded", "RSA public keys loaded from KEYS_DIR.");
     describe_counter!(
         "messages_rejected_total",
         "Messages dropped because they were not valid tasks (garbage, a bad tag, another channel's), by endpoint."
     );
     metrics::gauge!("links_up").set(0.0);
+    metrics::gauge!("links_configured").set(0.0);
     metrics::gauge!("keys_loaded").set(0.0);
 }
 
 /// The state `/readyz` is decided from, shared by the links.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub(crate) struct Status {
     keys: AtomicUsize,
-    /// Per link, in configuration order: its task endpoint and whether it is connected.
-    links: Vec<(String, AtomicBool)>,
+    /// Per link, by number: its task endpoint and whether it is connected.
+    links: Mutex<BTreeMap<usize, (String, bool)>>,
 }
 
 impl Status {
-    /// No keys yet, every link of `publishers` down.
-    pub fn new(publishers: &[PublisherEndpoints]) -> Self {
-        metrics::gauge!("links_configured").set(publishers.len() as f64);
-        let links = publishers
-            .iter()
-            .map(|p| (p.tasks.clone(), AtomicBool::new(false)))
-            .collect();
-        Status {
-            keys: AtomicUsize::new(0),
-            links,
-        }
+    /// No keys yet, no link.
+    pub fn new() -> Self {
+        Status::default()
     }
 
     /// `n` keys are loaded.
@@ -61,17 +60,35 @@ impl Status {
         metrics::gauge!("keys_loaded").set(n as f64);
     }
 
+    /// Link number `index`, to the publisher whose task endpoint is `tasks`, starts (down).
+    pub fn add(&self, index: usize, tasks: &str) {
+        self.change(|links| {
+            links.insert(index, (tasks.to_owned(), false));
+        });
+    }
+
+    /// Link number `index` ended (its address vanished, or the process stops).
+    pub fn remove(&self, index: usize) {
+        self.change(|links| {
+            links.remove(&index);
+        });
+    }
+
     /// Link number `index` connected (`true`) or lost its publisher (`false`).
     pub fn link(&self, index: usize, up: bool) {
-        if let Some((_, flag)) = self.links.get(index) {
-            flag.store(up, Ordering::Relaxed);
-        }
-        let connected = self
-            .links
-            .iter()
-            .filter(|(_, flag)| flag.load(Ordering::Relaxed))
-            .count();
+        self.change(|links| {
+            if let Some((_, flag)) = links.get_mut(&index) {
+                *flag = up;
+            }
+        });
+    }
+
+    fn change(&self, change: impl FnOnce(&mut BTreeMap<usize, (String, bool)>)) {
+        let mut links = self.links.lock().unwrap_or_else(|p| p.into_inner());
+        change(&mut links);
+        let connected = links.values().filter(|(_, up)| *up).count();
         metrics::gauge!("links_up").set(connected as f64);
+        metrics::gauge!("links_configured").set(links.len() as f64);
     }
 
     /// Ready when keys are loaded and every link is connected; else the reasons.
@@ -80,8 +97,12 @@ impl Status {
         if self.keys.load(Ordering::Relaxed) == 0 {
             reasons.push("no keys loaded from KEYS_DIR yet".to_owned());
         }
-        for (tasks, up) in &self.links {
-            if !up.load(Ordering::Relaxed) {
+        let links = self.links.lock().unwrap_or_else(|p| p.into_inner());
+        if links.is_empty() {
+            reasons.push("no publisher address to connect to yet".to_owned());
+        }
+        for (tasks, up) in links.values() {
+            if !up {
                 reasons.push(format!("not connected to the publisher at {tasks}"));
             }
         }
@@ -99,13 +120,12 @@ mod tests {
 
     #[test]
     fn ready_only_with_keys_and_every_link_up() {
-        let endpoints = |n: u16| PublisherEndpoints {
-            tasks: format!("tcp://p{n}:4445"),
-            results: format!("tcp://p{n}:4446"),
-        };
-        let status = Status::new(&[endpoints(1), endpoints(2)]);
+        let status = Status::new();
         let reason = status.readiness().expect_err("nothing yet");
         assert!(reason.contains("no keys loaded"), "{reason}");
+        assert!(reason.contains("no publisher address"), "{reason}");
+        status.add(0, "tcp://p1:4445");
+        status.add(1, "tcp://p2:4445");
 
         status.keys_loaded(2);
         status.link(0, true);
@@ -116,5 +136,7 @@ mod tests {
         assert_eq!(status.readiness(), Ok(()));
         status.link(0, false);
         assert!(status.readiness().is_err());
+        status.remove(0);
+        assert_eq!(status.readiness(), Ok(()), "p1 is no longer followed");
     }
 }

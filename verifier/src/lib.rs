@@ -1,7 +1,9 @@
 //! The verifier (design contract §2, §6): a PULL worker that checks RSA signatures for the
 //! publisher and pushes the verdicts back.
 //!
-//! [`run`] loads the keys, starts the worker threads and keeps one link per publisher:
+//! [`run`] loads the keys, starts the worker threads and keeps one link per publisher — per
+//! configured endpoint pair, or per address of a followed host name, added and removed as
+//! the name's addresses change:
 //! tasks arrive on a PULL socket, are verified on the [`pool`] and their results go back on a
 //! PUSH socket to the same publisher, with a heartbeat announcing the keys every interval. The
 //! links survive publisher restarts; shutdown finishes the tasks in flight.
@@ -13,7 +15,6 @@
 //! metrics described, readiness; `reload` the key ring in use and its reloads (SIGHUP, or
 //! `KEYS_DIR` seen to change).
 
-pub mod address;
 mod backoff;
 pub mod config;
 mod connection;
@@ -34,10 +35,11 @@ pub use verify::verify_task;
 use in_flight::Budget;
 use link::{Link, Shared};
 use plumbing::health::HealthServer;
+use plumbing::resolve::{self, Follow};
 use reload::{LiveKeys, Reloader};
 use std::future::Future;
 use std::sync::Arc;
-use tokio::task::JoinSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio_util::sync::CancellationToken;
 use wire::{Codec, SharedKeyError};
 
@@ -77,7 +79,11 @@ pub enum VerifierError {
 /// of those in flight (bounded by a few seconds) and returns.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), VerifierError> {
     let publishers = config.publishers()?;
-    let status = Arc::new(health::Status::new(&publishers));
+    let targets = publishers
+        .iter()
+        .map(PublisherEndpoints::target)
+        .collect::<Result<Vec<_>, _>>()?;
+    let status = Arc::new(health::Status::new());
     let readiness = Arc::clone(&status);
     let health = HealthServer::start(&config.health_addr, move || readiness.readiness()).await?;
     health::describe();
@@ -97,7 +103,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         id = %config.id,
         keys = ?key_infos.iter().map(|k| k.id.as_str()).collect::<Vec<_>>(),
         workers,
-        publishers = publishers.len(),
+        publishers = ?targets.iter().map(ToString::to_string).collect::<Vec<_>>(),
         tagged = shared_key.is_some(),
         health = %health_addr,
         "verifier starting"
@@ -121,17 +127,30 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         every: config.keys_check_interval,
     };
     let reloading = tokio::spawn(reloader.run(hangups, stop.child_token()));
-    let mut links = JoinSet::new();
-    for (index, endpoints) in publishers.into_iter().enumerate() {
-        let link = Link::new(index, endpoints, Arc::clone(&shared), stop.child_token());
-        links.spawn(link.run());
-    }
+    let follow = Follow::start(targets, config.follow.dns_refresh);
+    let numbers = AtomicUsize::new(0);
+    let links_shared = Arc::clone(&shared);
+    let mut links = tokio::spawn(resolve::for_each_peer(
+        follow,
+        stop.clone(),
+        move |peer, gone| {
+            let index = numbers.fetch_add(1, Ordering::Relaxed);
+            let link = PublisherEndpoints::of_peer(peer)
+                .map(|endpoints| Link::new(index, endpoints, Arc::clone(&links_shared), gone));
+            async move {
+                if let Some(link) = link {
+                    link.run().await;
+                }
+            }
+        },
+    ));
     let mut failure = None;
     tokio::select! {
         () = shutdown => tracing::info!("stopping: no new tasks, finishing those in flight"),
-        Some(ended) = links.join_next() => {
+        ended = &mut links => {
             failure = Some(match ended {
-                Ok(()) => "a link ended before shutdown".to_owned(),
+                Ok(Ok(())) => "the links ended before shutdown".to_owned(),
+                Ok(Err(error)) => error.to_string(),
                 Err(error) => error.to_string(),
             });
         }
@@ -139,9 +158,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     stop.cancel();
     // It only ends at `stop`; a panic inside it would be a bug, and the links are stopping anyway.
     let _ = reloading.await;
-    while let Some(ended) = links.join_next().await {
-        if let Err(error) = ended {
-            failure.get_or_insert_with(|| error.to_string());
+    if failure.is_none() {
+        match links.await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => failure = Some(error.to_string()),
+            Err(error) => failure = Some(error.to_string()),
         }
     }
     // Every link is gone, so this is the last reference; the threads have nothing left to do.

@@ -5,10 +5,9 @@
 //! The sockets and the ways a connection is lost are in [`crate::connection`]; tasks taken,
 //! their tickets and generations in [`crate::in_flight`].
 
-use crate::address;
 use crate::backoff::Backoff;
 use crate::config::PublisherEndpoints;
-use crate::connection::{Connection, Lost, OpenError, Side};
+use crate::connection::{Connection, Lost, Side};
 use crate::health::Status;
 use crate::in_flight::{Budget, Done, InFlight, Reservation};
 use crate::pool::Pool;
@@ -18,7 +17,6 @@ use guard::Limits;
 use plumbing::Rejects;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::task::JoinSet;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 use wire::{Codec, Origin, Reply, VerifierHeartbeat, VerifyTask};
@@ -55,7 +53,7 @@ pub(crate) struct Shared {
 
 /// The verifier's end of one publisher.
 pub(crate) struct Link {
-    /// Its place in the configured list (for `/readyz`).
+    /// Its number, never reused (for `/readyz`).
     index: usize,
     endpoints: PublisherEndpoints,
     shared: Arc<Shared>,
@@ -67,7 +65,8 @@ pub(crate) struct Link {
 }
 
 impl Link {
-    /// The link to publisher number `index`; nothing happens until [`Link::run`].
+    /// Link number `index` to the publisher at `endpoints`, until `shutdown` (the process
+    /// stops, or the publisher's address vanished); nothing happens until [`Link::run`].
     pub fn new(
         index: usize,
         endpoints: PublisherEndpoints,
@@ -88,6 +87,12 @@ impl Link {
     /// Connects, serves, reconnects when the publisher goes away, until `shutdown` fires;
     /// then pushes the results of tasks in flight and returns.
     pub async fn run(mut self) {
+        self.shared.status.add(self.index, &self.endpoints.tasks);
+        self.serve_until_shutdown().await;
+        self.shared.status.remove(self.index);
+    }
+
+    async fn serve_until_shutdown(&mut self) {
         loop {
             // Whatever the last connection left on the pool is stale from here on.
             self.in_flight.next_generation();
@@ -150,7 +155,7 @@ impl Link {
     }
 
     /// Logs a failed attempt: the first and then one in [`WARN_EVERY_ATTEMPTS`] where it shows.
-    fn attempt_failed(&self, attempts: u32, error: &OpenError) {
+    fn attempt_failed(&self, attempts: u32, error: &plumbing::ConnectError) {
         let (tasks, results) = (&self.endpoints.tasks, &self.endpoints.results);
         if attempts == 1 {
             tracing::info!(
@@ -174,20 +179,14 @@ impl Link {
         heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
         // A task is only taken with room reserved, so a flood cannot queue without bound.
         let mut room: Option<Reservation> = None;
-        // Host-name watchers of this connection; dropping the set stops them.
-        let mut watchers = JoinSet::new();
         loop {
             // The branch futures are dropped before a handler runs, so handlers may use `self`.
             tokio::select! {
                 biased;
                 () = self.shutdown.cancelled() => return Ok(()),
                 Some(done) = self.in_flight.recv() => self.deliver(connection, done).await?,
-                Some((side, event)) = connection.events.next() => {
-                    let guarded_to = connection.remote(side).cloned();
-                    self.socket_event(side, event, guarded_to, &mut watchers)?;
-                }
+                Some((side, event)) = connection.events.next() => socket_event(side, event)?,
                 _ = heartbeat.tick() => self.heartbeat(connection).await?,
-                Some(Ok(moved)) = watchers.join_next() => return Err(Lost::AddressMoved(moved)),
                 reserved = self.shared.budget.reserve(), if room.is_none() => room = Some(reserved),
                 message = connection.tasks.recv(), if room.is_some() => {
                     self.accept(&message.map_err(Lost::ReceiveFailed)?, &mut room);
@@ -223,34 +222,6 @@ impl Link {
             tracing::info!(in_flight, "verdicts of tasks in flight pushed");
         }
         tokio::time::sleep(FLUSH_GRACE).await;
-    }
-
-    /// What one socket event means: a closed connection is lost; a connection made through a
-    /// host name has its name watched — for the address the side's guard relays to,
-    /// `guarded_to`, since the library sees only the guard; else for the peer it reports.
-    fn socket_event(
-        &self,
-        side: Side,
-        event: SocketEvent,
-        guarded_to: Option<zeromq::Endpoint>,
-        watchers: &mut JoinSet<String>,
-    ) -> Result<(), Lost> {
-        match event {
-            SocketEvent::Disconnected(_) => return Err(Lost::Closed { side }),
-            SocketEvent::Connected(peer, _) => {
-                let peer = guarded_to.unwrap_or(peer);
-                tracing::debug!(socket = side.name(), %peer, "connected");
-                let configured = match side {
-                    Side::Tasks => &self.endpoints.tasks,
-                    Side::Results => &self.endpoints.results,
-                };
-                if let Some(watch) = address::watch(configured, &peer, address::RECHECK_EVERY) {
-                    watchers.spawn(watch);
-                }
-            }
-            event => tracing::debug!(socket = side.name(), ?event, "socket event"),
-        }
-        Ok(())
     }
 
     /// Decodes a message from the task socket and hands a task to the pool, in the reserved
@@ -307,5 +278,16 @@ impl Link {
         self.seq += 1;
         let envelope = self.shared.origin.envelope(self.seq, body);
         connection.push(self.shared.codec.encode(&envelope)).await
+    }
+}
+
+/// What one socket event means: a closed connection is lost.
+fn socket_event(side: Side, event: SocketEvent) -> Result<(), Lost> {
+    match event {
+        SocketEvent::Disconnected(_) => Err(Lost::Closed { side }),
+        event => {
+            tracing::debug!(socket = side.name(), ?event, "socket event");
+            Ok(())
+        }
     }
 }

@@ -19,48 +19,15 @@ pub use recover::{Recovered, Restored};
 pub use writer::{Durable, Entry};
 
 use std::path::PathBuf;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
-/// When written records are forced to the disk (`JOURNAL_SYNC`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SyncPolicy {
-    /// `always`: `fdatasync` before any request whose event it holds is answered; requests
-    /// arriving together share one. Survives a crash of the process and of the machine.
-    Always,
-    /// `interval:<ms>`: written before the answer, synced at most this long after. Survives a
-    /// crash of the process; a crash of the machine loses at most this much.
-    Interval(Duration),
-    /// `never`: written before the answer, synced when the OS chooses. Survives a crash of the
-    /// process only.
-    Never,
-}
-
-impl FromStr for SyncPolicy {
-    type Err = String;
-
-    fn from_str(value: &str) -> Result<Self, String> {
-        match value {
-            "always" => Ok(SyncPolicy::Always),
-            "never" => Ok(SyncPolicy::Never),
-            other => {
-                let ms = other.strip_prefix("interval:").ok_or_else(|| {
-                    format!("{other:?} is not `always`, `interval:<ms>` or `never`")
-                })?;
-                let ms: u64 = ms
-                    .trim_end_matches("ms")
-                    .parse()
-                    .map_err(|_| format!("{ms:?} is not a number of milliseconds"))?;
-                if ms == 0 {
-                    return Err("the interval must be longer than zero; use `always`".into());
-                }
-                Ok(SyncPolicy::Interval(Duration::from_millis(ms)))
-            }
-        }
-    }
-}
+/// When written records are forced to the disk (`JOURNAL_SYNC`). `always`: `fdatasync`
+/// before any request whose event it holds is answered (requests arriving together share
+/// one); `interval:<ms>`: written before the answer, synced at most this long after; `never`:
+/// written before the answer, synced when the OS chooses.
+pub use plumbing::SyncPolicy;
 
 /// Where the journal lives and how it is bounded.
 #[derive(Debug, Clone)]
@@ -109,27 +76,5 @@ impl Appender {
             Some(reason) if state.seq < seq => Err(Unwritable(reason.clone())),
             _ => Ok(()),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_sync_policies_parse_and_nonsense_is_refused() {
-        assert_eq!("always".parse(), Ok(SyncPolicy::Always));
-        assert_eq!("never".parse(), Ok(SyncPolicy::Never));
-        assert_eq!(
-            "interval:5".parse(),
-            Ok(SyncPolicy::Interval(Duration::from_millis(5)))
-        );
-        assert_eq!(
-            "interval:20ms".parse(),
-            Ok(SyncPolicy::Interval(Duration::from_millis(20)))
-        );
-        assert!("interval:0".parse::<SyncPolicy>().is_err());
-        assert!("sometimes".parse::<SyncPolicy>().is_err());
-        assert!("interval:soon".parse::<SyncPolicy>().is_err());
     }
 }

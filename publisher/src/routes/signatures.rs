@@ -46,7 +46,11 @@ pub struct SignatureReply {
 
 impl SignatureReply {
     fn new(request: &Request) -> Self {
-        let (status, reason, verified_by) = match request.state() {
+        Self::of(request.id(), request.key(), request.state())
+    }
+
+    fn of(id: &str, key: &str, state: State) -> Self {
+        let (status, reason, verified_by) = match state {
             State::Pending => ("pending", None, None),
             State::Done {
                 status,
@@ -55,11 +59,11 @@ impl SignatureReply {
             } => (status.as_str(), reason, verified_by),
         };
         SignatureReply {
-            id: request.id().to_owned(),
+            id: id.to_owned(),
             status,
             reason,
             verified_by,
-            key: request.key().to_owned(),
+            key: key.to_owned(),
         }
     }
 }
@@ -83,7 +87,7 @@ pub async fn submit(
     let present = app.verification.present();
     let (key, document, signature) = check(request, &present)?;
 
-    let id = uuid::Uuid::new_v4().simple().to_string();
+    let id = app.ids.new_id();
     let request = app
         .results
         .insert(&id, key)
@@ -146,15 +150,20 @@ pub async fn submit(
         .into_response())
 }
 
-/// `GET /signatures/{id}`
+/// `GET /signatures/{id}`: this publisher's own request, else a peer's as its events told
+/// (waiting up to `PEER_WAIT` for the event of an id that names a followed peer).
 pub async fn status(
     AppStateOf(app): AppStateOf<SharedState>,
     Path(id): Path<String>,
 ) -> Result<Json<SignatureReply>, ApiError> {
-    let request = app.results.get(&id).ok_or_else(|| {
+    if let Some(request) = app.results.get(&id) {
+        return Ok(Json(SignatureReply::new(&request)));
+    }
+    let peer = app.peers.find(&id, app.peer_wait).await.ok_or_else(|| {
         ApiError::NotFound(format!("no signature request {id:?} (unknown or expired)"))
     })?;
-    Ok(Json(SignatureReply::new(&request)))
+    ::metrics::counter!("peer_lookups_answered_total").increment(1);
+    Ok(Json(SignatureReply::of(&id, &peer.key, peer.state)))
 }
 
 /// Validates a request against the keys the verifiers hold.
