@@ -72,6 +72,9 @@ def main():
         subprocess.run(["cargo", "build", "--release", "-q", "--bins"], cwd=ROOT, check=True)
         subprocess.run(["cargo", "build", "--release", "-q", "-p", "publisher", "--example",
                         "bare_downcase", "--example", "paced_load"], cwd=ROOT, check=True)
+        # replay.py's baseline: the guard's raw PUB→SUB bench binary.
+        subprocess.run(["cargo", "bench", "-q", "-p", "guard", "--bench", "relay", "--no-run"],
+                       cwd=ROOT, check=True)
     started = datetime.datetime.now(datetime.timezone.utc)
     load_before = os.getloadavg()
     runs = {}

@@ -128,8 +128,11 @@ def metrics(base):
 
 
 def start(children, workdir, name, env, stderr_name=None):
-    """Starts a release binary; its own logs (JSON) go to workdir/<stderr_name or name>.stderr."""
-    env = {**os.environ, "LOG_JSON": "true", "RUST_LOG": "info,zeromq=error", **env}
+    """Starts a release binary; its own logs (JSON) go to workdir/<stderr_name or name>.stderr.
+    A worker's health port is on loopback port 0 unless `env` says otherwise, so workers
+    started side by side (two verifiers, several subscribers) never fight over its default."""
+    env = {**os.environ, "LOG_JSON": "true", "RUST_LOG": "info,zeromq=error",
+           "HEALTH_ADDR": "127.0.0.1:0", **env}
     with open(workdir / f"{stderr_name or name}.stderr", "w") as stderr:
         children.append(subprocess.Popen([RELEASE / name], env=env, cwd=workdir,
                                          stdin=subprocess.DEVNULL, stdout=stderr, stderr=stderr))

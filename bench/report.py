@@ -87,7 +87,7 @@ def latency(f):
 
 
 def signatures(f):
-    rows = [[name, n(m["rps"]), f"{m['p50_ms']:.2f} / {m['p99_ms']:.2f} ms",
+    rows = [[name, n(m["rps"]), f"{m['p50_us'] / 1000:.2f} / {m['p99_us'] / 1000:.2f} ms",
              f"{m['total_cpu']:.1f} µs", f"{m['others']:.1f}"]
             for name, m in f["medians"].items()]
     openssl = sum(f["openssl_verify_per_s"]) / len(f["openssl_verify_per_s"])

@@ -90,7 +90,7 @@ function done(summary, latency, requests)
     latency:percentile(99)))
 end
 """
-EVENT_LINE = re.compile(r'^\S+ (\S+) ' + PUBLISHER_ID + r'#(\d+)(?: id="(\w+)")?'
+EVENT_LINE = re.compile(r'^\S+ (\S+) ' + PUBLISHER_ID + r'#(\d+)(?: id="([\w-]+)")?'
                         r'(?:.*? status="(\w+)")?(?:.*? verified_by="([^"]*)")?')
 
 
