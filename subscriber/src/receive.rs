@@ -5,25 +5,18 @@
 //!
 //! The SUB connects through a connect-side guard (`events-in`), which checks what the
 //! publisher sends before the library sees it. The guard closes the socket's connection when
-//! the publisher cannot be reached or is cut, so the first connect is retried here (with a
-//! capped backoff) and later ones are the library's own reconnects, through the same guard.
+//! the publisher cannot be reached or is cut, so the first connect is retried
+//! ([`plumbing::connect_retrying`]) and later ones are the library's own reconnects, through the same guard.
 
 use crate::writer::{Arrival, Arrivals};
 use futures::FutureExt;
 use guard::Limits;
 use plumbing::Rejects;
-use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use wire::Codec;
 use zeromq::{Socket, SocketOptions, SocketRecv, SubSocket};
 
-/// Pause after the first failed connect; it doubles up to [`MAX_RETRY_DELAY`].
-const FIRST_RETRY_DELAY: Duration = Duration::from_millis(100);
-/// Longest pause between two connects.
-const MAX_RETRY_DELAY: Duration = Duration::from_secs(2);
-/// While the publisher stays away, one failed connect in this many is logged.
-const LOG_EVERY_ATTEMPTS: u64 = 30;
 /// Most events handed to the writer at once.
 pub const BATCH: usize = 64;
 
@@ -53,26 +46,8 @@ pub async fn receive(
     // The publisher may start later than us, or never: wait for it as long as we run.
     options.no_connect_timeout();
     let mut socket = SubSocket::with_options(options);
-    let mut delay = FIRST_RETRY_DELAY;
-    for attempt in 1u64.. {
-        let connected = tokio::select! {
-            connected = socket.connect(&guarded.endpoint) => connected,
-            () = stop.cancelled() => return,
-        };
-        match connected {
-            Ok(()) => break,
-            // Unguarded, the library itself waits for a publisher that is not there yet; a
-            // guard accepts at once and closes when it cannot reach it, which ends up here.
-            Err(e) if attempt == 1 || attempt % LOG_EVERY_ATTEMPTS == 0 => {
-                tracing::info!(%endpoint, attempt, cause = %e, "publisher not reachable yet; retrying");
-            }
-            Err(e) => tracing::debug!(%endpoint, attempt, cause = %e, "connect failed"),
-        }
-        tokio::select! {
-            () = tokio::time::sleep(delay) => {}
-            () = stop.cancelled() => return,
-        }
-        delay = (delay * 2).min(MAX_RETRY_DELAY);
+    if !plumbing::connect_retrying(&mut socket, &guarded, &endpoint, stop.cancelled()).await {
+        return;
     }
     // Heartbeats always: the writer needs them to notice lost events and to know whether
     // the publisher serves replay.
