@@ -117,6 +117,12 @@ def request(port, method, path, body=None):
         return 0, None
 
 
+def final_verdict(port, id_):
+    """`GET /signatures/{id_}`'s answer once it is no longer pending; None before."""
+    status, answer = request(port, "GET", f"/signatures/{id_}")
+    return answer if status == 200 and answer and answer.get("status") != "pending" else None
+
+
 def replicas_running():
     """Whether every service of the stack runs all its replicas."""
     lines = docker("service", "ls", "--filter", f"label=com.docker.stack.namespace={STACK}",
@@ -256,8 +262,11 @@ def run():
     document = (ROOT / "examples" / "document.txt").read_bytes()
     good = (ROOT / "examples" / "document.sig.hex").read_text().replace(" ", "").strip()
     bad = ("0" if good[0] != "0" else "1") + good[1:]
-    body = lambda signature: {"data_base64": base64.b64encode(document).decode(),
-                              "signature": signature, "key": "demo"}
+    data = base64.b64encode(document).decode()
+
+    def body(signature):
+        return {"data_base64": data, "signature": signature, "key": "demo"}
+
     kinds = ["good"] * GOOD_WAITED + ["bad"] * BAD
     with ThreadPoolExecutor(8) as pool:
         verdicts = list(pool.map(lambda k: request(
@@ -273,9 +282,7 @@ def run():
             fail(f"POST /signatures answered {status}: {answer}")
         ids.append(answer["id"])
     for id_ in ids:
-        final = wait_for(f"the verdict of {id_}", lambda: (
-            lambda s, a: a if s == 200 and a and a.get("status") != "pending" else None)(
-                *request(port, "GET", f"/signatures/{id_}")), limit=30)
+        final = wait_for(f"the verdict of {id_}", lambda: final_verdict(port, id_), limit=30)
         if final.get("status") != "valid":
             fail(f"GET /signatures/{id_} answered {final}")
     log(f"PASS {GOOD_WAITED + BAD} waited verdicts right, {GOOD_ASKED} asked later over the mesh")
@@ -286,8 +293,8 @@ def run():
 
     def complete():
         lines = subscriber_log()
-        events = [l for l in lines if LINE.match(l) and LINE.match(l).group(1) != "gap"]
-        swarm = [l for l in events if 'param="Swarm-' in l]
+        events = [m for m in map(LINE.match, lines) if m and m.group(1) != "gap"]
+        swarm = [m for m in events if 'param="Swarm-' in m.group(0)]
         return lines if len(swarm) >= DOWNCASES and len(events) >= expected_events else None
 
     lines = wait_for("every event in subscriber.log", complete, limit=60)
