@@ -5,6 +5,7 @@ use axum::extract::{MatchedPath, Request};
 use axum::middleware::Next;
 use axum::response::Response;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use std::collections::HashMap;
 use std::sync::OnceLock;
 
 /// The process-wide recorder, installed on first use.
@@ -154,16 +155,34 @@ pub fn start_upkeep() {
 
 /// Counts every request by its route template and answer status.
 pub async fn count_requests(request: Request, next: Next) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let route = request.extensions().get::<MatchedPath>().cloned();
     let response = next.run(request).await;
-    metrics::counter!(
-        "http_requests_total",
-        "route" => route,
-        "status" => response.status().as_str().to_owned()
-    )
-    .increment(1);
+    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
+    request_counter(route, response.status().as_u16()).increment(1);
     response
+}
+
+thread_local! {
+    /// `http_requests_total` handles by status, then route: registering a labelled counter
+    /// (building its key, hashing it, a look-up in the recorder's registry) costs more than
+    /// counting, and the routes and statuses seen are few. Per thread, so no lock is shared.
+    static REQUEST_COUNTERS: std::cell::RefCell<HashMap<u16, HashMap<String, metrics::Counter>>> =
+        std::cell::RefCell::new(HashMap::new());
+}
+
+/// The `http_requests_total` series of `route` and `status`, registered on first use.
+fn request_counter(route: &str, status: u16) -> metrics::Counter {
+    REQUEST_COUNTERS.with_borrow_mut(|by_status| {
+        let by_route = by_status.entry(status).or_default();
+        if let Some(counter) = by_route.get(route) {
+            return counter.clone();
+        }
+        let counter = metrics::counter!(
+            "http_requests_total",
+            "route" => route.to_owned(),
+            "status" => status.to_string()
+        );
+        by_route.insert(route.to_owned(), counter.clone());
+        counter
+    })
 }
