@@ -127,3 +127,45 @@ fn stopped() -> Done {
         positions: None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::position::Mark;
+    use std::io::Write;
+
+    #[test]
+    fn a_job_syncs_the_log_then_saves_the_positions_and_one_is_in_flight_until_waited_for() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let log_path = dir.path().join("subscriber.log");
+        let mut log = File::create(&log_path).expect("log");
+        log.write_all(b"a line\n").expect("written");
+        let pos_path = position::path_for(&log_path);
+        let positions = Positions {
+            version: 1,
+            log_bytes: 7,
+            log_id: None,
+            streams: [(
+                "p".to_owned(),
+                Mark {
+                    epoch: Some(1),
+                    last: 1,
+                },
+            )]
+            .into(),
+        };
+        let mut syncer = Syncer::start().expect("thread");
+        assert!(syncer.wait().is_none(), "nothing in flight");
+        let job = Job {
+            log: Some(Arc::new(log)),
+            positions: Some((pos_path.clone(), positions.clone())),
+        };
+        syncer.send(job).expect("sent");
+        assert!(syncer.busy());
+        let done = syncer.wait().expect("the job's outcome");
+        assert!(done.log.is_ok());
+        assert!(matches!(done.positions, Some(Ok(()))));
+        assert!(!syncer.busy());
+        assert_eq!(position::load(&pos_path).expect("read"), Some(positions));
+    }
+}
