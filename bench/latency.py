@@ -22,7 +22,9 @@ ms; `lag`, how late the client sent its requests against their due times (its ow
 error, p99); `poll`, the reader's measured sleep when the log had not grown (a line is seen at
 most one period plus a read after it is written); `others`, cores busy with anything else. Every
 request must be answered 200 and its line seen, and the log must hold no gap line, or the
-benchmark aborts. Targets: p99 < 2 ms at 1000/s, p99 < 5 ms at half the max rate. Python paces
+benchmark aborts. With --other-subscriber PATH each paced run is repeated, in the same round and
+at the same rate, with that subscriber binary (another build: `other` rows, `<run> other` in the
+JSON), so a change to the subscriber is compared within one run. Targets: p99 < 2 ms at 1000/s, p99 < 5 ms at half the max rate. Python paces
 too coarsely for 20 000+ req/s, hence the client in Rust. Figures also go to
 bench/results/latency.json (--json).
 """
@@ -43,16 +45,16 @@ CLIENT = common.RELEASE / "examples" / "paced_load"
 TARGETS = {"1000/s": 2.0, "half": 5.0}
 
 
-def start_system(children, workdir):
-    """Publisher + subscriber, the subscriber's log holding a warm-up line; returns (servers,
-    HTTP address, log path)."""
+def start_system(children, workdir, subscriber="subscriber"):
+    """Publisher + subscriber (the release build, or the binary `subscriber` names), the
+    subscriber's log holding a warm-up line; returns (servers, HTTP address, log path)."""
     servers = {"publisher": common.start(children, workdir, "publisher", common.PUBLISHER_ENV)}
     bound = common.wait_for("the publisher", lambda: common.listening(workdir / "publisher.stderr"))
     log = workdir / "subscriber.log"
     servers["subscriber"] = common.start(
-        children, workdir, "subscriber",
+        children, workdir, subscriber,
         {"EVENTS_CONNECT": bound["events"], "REPLAY_CONNECT": bound["replay"],
-         "LOG_FILE": str(log)})
+         "LOG_FILE": str(log)}, stderr_name="subscriber")
     tries = iter(range(10**9))
 
     def warmed_up():  # the slow joiner: send until one request makes it to the log
@@ -81,11 +83,11 @@ def max_rate(args, workdir, script):
         common.stop(children)
 
 
-def paced(args, workdir, rate, tag):
+def paced(args, workdir, rate, tag, subscriber="subscriber"):
     """The paced client at `rate` against a fresh system; its summary with `others` added."""
     children = []
     try:
-        servers, http, log = start_system(children, workdir)
+        servers, http, log = start_system(children, workdir, subscriber)
         pids = [p.pid for p in servers.values()]
         before = common.clocks(pids)
         out = subprocess.run([CLIENT, "--addr", http, "--log", str(log), "--rate", f"{rate:.0f}",
@@ -110,7 +112,7 @@ def paced(args, workdir, rate, tag):
         common.stop(children)
 
 
-ROW = "{:5} {:7} {:>7} {:>21} {:>21} {:>8} {:>8} {:>7} {:>6}"
+ROW = "{:5} {:12} {:>7} {:>21} {:>21} {:>8} {:>8} {:>7} {:>6}"
 
 
 def ms(d):
@@ -141,6 +143,8 @@ def main():
     p.add_argument("--seconds", type=float, default=10.0, help="seconds per paced run")
     p.add_argument("--paced-connections", type=int, default=64,
                    help="the paced client's keep-alive connections")
+    p.add_argument("--other-subscriber", type=Path, metavar="PATH",
+                   help="also run each paced rate with this subscriber binary (another build)")
     common.json_flag(p, "latency")
     args = p.parse_args()
     common.prepare(args, ["-p", "publisher", "-p", "subscriber"])
@@ -151,7 +155,10 @@ def main():
     print(f"max: wrk -t{args.threads} -c{args.connections} -d{args.duration}s; paced: "
           f"{args.seconds:g} s, {args.paced_connections} connections; {args.rounds} round(s); "
           f"{os.cpu_count()} CPUs, load average {load_before[0]:.1f}")
-    results = {"max": [], "1000/s": [], "half": []}
+    paced_runs = ["1000/s", "half"]
+    if args.other_subscriber:
+        paced_runs += [f"{name} other" for name in paced_runs]
+    results = {"max": [], **{name: [] for name in paced_runs}}
     with tempfile.TemporaryDirectory(prefix="bench-latency-") as tmp:
         script = Path(tmp) / "unique.lua"
         script.write_text(WRK_SCRIPT)
@@ -167,14 +174,22 @@ def main():
             print(f"{r:<5} max     {top['rps']:>7.0f}   (wrk, closed loop: p50 "
                   f"{top['p50_ms']:.2f} ms, p99 {top['p99_ms']:.2f} ms, others "
                   f"{top['others']:.1f})", flush=True)
-            for name, rate in (("1000/s", args.rate), ("half", top["rps"] / 2)):
-                workdir = Path(tmp) / f"{name.replace('/', '')}-{r}"
+            rates = {"1000/s": args.rate, "half": top["rps"] / 2}
+            # Interleaved: this build first in odd rounds, the other in even ones.
+            order = paced_runs if r % 2 or not args.other_subscriber else (
+                [n for n in paced_runs if n.endswith(" other")] +
+                [n for n in paced_runs if not n.endswith(" other")])
+            for name in order:
+                base = name.removesuffix(" other")
+                subscriber = args.other_subscriber.resolve() if name != base else "subscriber"
+                workdir = Path(tmp) / f"{name.replace('/', '').replace(' ', '-')}-{r}"
                 workdir.mkdir()
-                results[name].append(paced(args, workdir, rate, f"{name[:4]}{r}"))
+                results[name].append(paced(args, workdir, rates[base], f"{name[:4]}{r}",
+                                           subscriber))
                 print(row(r, name, results[name][-1]), flush=True)
 
     med = {name: median_run(runs) for name, runs in results.items()}
-    for name in ("1000/s", "half"):
+    for name in paced_runs:
         if args.rounds > 1:
             print(row("med", name, med[name]))
     verdicts = {}
@@ -183,6 +198,8 @@ def main():
         verdicts[name] = p99 < target
         print(f"{name} ({med[name]['rate']:.0f} req/s): line p99 {p99:.2f} ms (target < "
               f"{target:g} ms: {'met' if p99 < target else 'NOT met'})")
+        if f"{name} other" in med:
+            print(f"  other subscriber: line p99 {med[name + ' other']['line']['p99_ms']:.2f} ms")
     print(f"max (wrk): {med['max']['rps']:.0f} req/s")
     load_after = os.getloadavg()
     print(f"machine: load average {load_before[0]:.1f} before, {load_after[0]:.1f} after")

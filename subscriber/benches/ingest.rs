@@ -21,7 +21,11 @@
 //!
 //! Columns: events/s; the child's CPU (utime + stime from `/proc`) per event in µs; both as
 //! ratios to `raw`; `others`, cores busy with anything else meanwhile (the machine may be
-//! shared). Medians over rounds, slowest–fastest in brackets.
+//! shared); the child's resident memory (`VmRSS`) once warmed up and idle, after the round's
+//! last event, and its peak (`VmHWM`), in MiB. Medians over rounds, slowest–fastest in
+//! brackets. Below the table, per target, what its memory grew per event over the round —
+//! run `--events 1000000` for the figures after 1 M events: bounded means this stays near 0
+//! whatever the number of events.
 //!
 //! `cargo bench -p subscriber --bench ingest -- [--events N] [--rounds R]
 //! [--targets raw,guarded,subscriber,subscriber-key] [--other PATH] [--perf DIR]` (defaults:
@@ -162,6 +166,12 @@ struct Measured {
     cpu_us_per_event: f64,
     /// Cores busy with other processes meanwhile.
     others: f64,
+    /// The child's resident memory after the warm-up, in KiB.
+    rss_idle_kib: f64,
+    /// The same after the round's last event.
+    rss_after_kib: f64,
+    /// The child's peak resident memory, in KiB.
+    rss_peak_kib: f64,
 }
 
 fn main() -> Result<(), Error> {
@@ -208,7 +218,7 @@ fn main() -> Result<(), Error> {
             results[index].push(measured);
         }
     }
-    report(&plan.targets, &results);
+    report(&plan.targets, &results, plan.events);
     Ok(())
 }
 
@@ -298,6 +308,7 @@ async fn run(
         let _ = tokio::time::timeout(Duration::from_millis(20), progress.notify.notified()).await;
     }
     let pid = child.id();
+    let rss_idle_kib = memory_kib(pid, "VmRSS")?;
     let recording = perf.map(|path| record(path, pid)).transpose()?;
     let before = (
         Instant::now(),
@@ -316,6 +327,7 @@ async fn run(
     while progress.done() < n {
         progress.wait().await?;
     }
+    let (rss_after_kib, rss_peak_kib) = (memory_kib(pid, "VmRSS")?, memory_kib(pid, "VmHWM")?);
     let after = (
         Instant::now(),
         cpu_us(pid)?,
@@ -336,6 +348,9 @@ async fn run(
         events_per_second: n as f64 / wall,
         cpu_us_per_event: child_us / n as f64,
         others: others.max(0.0),
+        rss_idle_kib,
+        rss_after_kib,
+        rss_peak_kib,
     })
 }
 
@@ -575,6 +590,17 @@ fn clock_ticks() -> f64 {
     })
 }
 
+/// The `field` (`VmRSS`, `VmHWM`) of process `pid`'s `/proc` status, in KiB.
+fn memory_kib(pid: u32, field: &str) -> Result<f64, Error> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let value = status
+        .lines()
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+        .ok_or_else(|| format!("no {field} in /proc/{pid}/status"))?;
+    let kib = value.trim().trim_end_matches("kB").trim();
+    Ok(kib.parse()?)
+}
+
 /// CPU the whole machine spent, neither idle nor waiting for I/O, in µs.
 fn machine_busy_us() -> Result<f64, Error> {
     let stat = std::fs::read_to_string("/proc/stat")?;
@@ -617,7 +643,7 @@ fn signal(pid: u32, signal: &str) -> Result<(), Error> {
     Ok(())
 }
 
-fn report(targets: &[Target], results: &[Vec<Measured>]) {
+fn report(targets: &[Target], results: &[Vec<Measured>], events: u64) {
     let baseline = targets
         .iter()
         .position(|&t| t == Target::Raw)
@@ -625,8 +651,8 @@ fn report(targets: &[Target], results: &[Vec<Measured>]) {
     let base_rate = baseline.map(|r| median(r, |m| m.events_per_second));
     let base_cpu = baseline.map(|r| median(r, |m| m.cpu_us_per_event));
     println!(
-        "{:<15} {:<26} {:>6}  {:<20} {:>6}  {:>6}",
-        "target", "events/s", "ratio", "CPU µs/event", "ratio", "others"
+        "{:<15} {:<26} {:>6}  {:<20} {:>6}  {:>6}  {:>20}",
+        "target", "events/s", "ratio", "CPU µs/event", "ratio", "others", "RSS MiB idle/after/peak"
     );
     for (target, rounds) in targets.iter().zip(results) {
         let rate = median(rounds, |m| m.events_per_second);
@@ -634,14 +660,30 @@ fn report(targets: &[Target], results: &[Vec<Measured>]) {
         let ratio = |value: f64, base: Option<f64>| {
             base.map_or_else(|| "-".to_owned(), |b| format!("{:.2}", value / b))
         };
+        let mib = |value: fn(&Measured) -> f64| median(rounds, value) / 1024.0;
         println!(
-            "{:<15} {:<26} {:>6}  {:<20} {:>6}  {:>6.2}",
+            "{:<15} {:<26} {:>6}  {:<20} {:>6}  {:>6.2}  {:>20}",
             target.name(),
             spread(rounds, |m| m.events_per_second, 0),
             ratio(rate, base_rate),
             spread(rounds, |m| m.cpu_us_per_event, 2),
             ratio(cpu, base_cpu),
-            median(rounds, |m| m.others)
+            median(rounds, |m| m.others),
+            format!(
+                "{:.1} / {:.1} / {:.1}",
+                mib(|m| m.rss_idle_kib),
+                mib(|m| m.rss_after_kib),
+                mib(|m| m.rss_peak_kib)
+            )
+        );
+    }
+    for (target, rounds) in targets.iter().zip(results) {
+        let grown = median(rounds, |m| m.rss_after_kib - m.rss_idle_kib);
+        println!(
+            "{}: resident memory {:+.1} MiB over the round, {:+.2} B per event",
+            target.name(),
+            grown / 1024.0,
+            grown * 1024.0 / events as f64
         );
     }
 }

@@ -16,6 +16,7 @@
 //! | `streams` | the state machine deciding what each arrival means |
 //! | `log_file`, `log_line`, `log_read` | the file, its line format, reading lines back |
 //! | `position`, `recover` | the position file beside the log, and reconciling it at start |
+//! | `syncer` | the routine sync of the log and save of the positions, on a thread of its own |
 //! | `health` | what the health port (`HEALTH_ADDR`) shows: metrics described, readiness |
 //! | `reopen` | SIGHUP: reopen the log by its path (logrotate) |
 //! | `rotate` | rotating the log by itself past `LOG_MAX_BYTES` |
@@ -33,6 +34,7 @@ mod reopen;
 mod replay;
 mod rotate;
 mod streams;
+mod syncer;
 mod writer;
 
 pub use config::{Config, ConfigError, Format, PublisherEndpoints, Start};
@@ -133,7 +135,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     };
     let positions =
         position::PositionFile::new(pos_path, recovered.positions, keeping.save_every());
-    let writer = writer::Writer::new(log, streams, positions, ready, reopen, keeping);
+    let writer = writer::Writer::new(log, streams, positions, ready, reopen, keeping)
+        .context("cannot start the log-sync thread")?;
     let runtime = tokio::runtime::Handle::current();
     let mut writer = tokio::task::spawn_blocking(move || writer.run(queue, runtime));
     tracing::info!(

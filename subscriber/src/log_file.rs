@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use std::fs::{File, Metadata, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Which file this is, whatever its name: its device and inode (none where there are none).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,6 +55,8 @@ impl FileId {
 pub struct LogFile {
     path: PathBuf,
     file: BufWriter<File>,
+    /// The same open file (a second descriptor), for syncing it on another thread.
+    handle: Arc<File>,
     id: Option<FileId>,
     lines: Lines,
     /// The line [`LogFile::stage`] formatted, which [`LogFile::append_staged`] writes.
@@ -70,9 +73,11 @@ impl LogFile {
     /// Opens `path` for appending, creating it (not its directory) when missing.
     pub fn open(path: &Path, format: Format) -> anyhow::Result<Self> {
         let (file, len, id) = open_append(path)?;
+        let handle = Arc::new(duplicate(&file, path)?);
         Ok(LogFile {
             path: path.to_owned(),
             file: BufWriter::with_capacity(64 * 1024, file),
+            handle,
             id,
             lines: Lines::new(format),
             line: String::with_capacity(256),
@@ -87,6 +92,7 @@ impl LogFile {
     pub fn reopen(&mut self) -> anyhow::Result<()> {
         self.flush()?;
         let (file, len, id) = open_append(&self.path)?;
+        self.handle = Arc::new(duplicate(&file, &self.path)?);
         self.file = BufWriter::with_capacity(64 * 1024, file);
         (self.len, self.id, self.unsynced) = (len, id, false);
         Ok(())
@@ -169,6 +175,14 @@ impl LogFile {
         self.settle()
     }
 
+    /// [`settle`](Self::settle)s, and hands out the file to be synced on another thread when
+    /// lines were appended since the last sync (they count as synced from now on: the caller
+    /// stops the writer if that sync fails). The length read back is what that sync covers.
+    pub fn sync_elsewhere(&mut self) -> anyhow::Result<Option<Arc<File>>> {
+        self.settle()?;
+        Ok(std::mem::take(&mut self.unsynced).then(|| Arc::clone(&self.handle)))
+    }
+
     fn failed(&self) -> String {
         format!("cannot write LOG_FILE {}", self.path.display())
     }
@@ -185,4 +199,14 @@ fn open_append(path: &Path) -> anyhow::Result<(File, u64, Option<FileId>)> {
         .metadata()
         .with_context(|| format!("cannot read the length of LOG_FILE {}", path.display()))?;
     Ok((file, metadata.len(), FileId::of(&metadata)))
+}
+
+/// A second descriptor of `file` (at `path`), sharing its offset and its data on disk.
+fn duplicate(file: &File, path: &Path) -> anyhow::Result<File> {
+    file.try_clone().with_context(|| {
+        format!(
+            "cannot duplicate the descriptor of LOG_FILE {}",
+            path.display()
+        )
+    })
 }

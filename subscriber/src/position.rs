@@ -178,6 +178,11 @@ impl PositionFile {
         self.dirty = true;
     }
 
+    /// Whether lines were written since the last save.
+    pub fn dirty(&self) -> bool {
+        self.dirty
+    }
+
     /// Whether a routine save is due.
     pub fn due(&self, now: Instant) -> bool {
         self.dirty
@@ -190,22 +195,43 @@ impl PositionFile {
     /// (or, with `LOG_SYNC=never`, written). A failure is a warning (the log matters more); the
     /// next save tries again.
     pub fn save(&mut self, log_bytes: u64, log_id: Option<FileId>, now: Instant) {
+        let (path, positions) = self.snapshot(log_bytes, log_id, now);
+        let saved = save(&path, &positions);
+        self.saved(saved);
+    }
+
+    /// The marks as true of log file `log_id` of `log_bytes` bytes, and the path to save them
+    /// to, for a save on another thread; [`PositionFile::saved`] takes its outcome. Counts as
+    /// the routine save of `now`.
+    pub fn snapshot(
+        &mut self,
+        log_bytes: u64,
+        log_id: Option<FileId>,
+        now: Instant,
+    ) -> (PathBuf, Positions) {
         self.positions.log_bytes = log_bytes;
         self.positions.log_id = log_id;
-        match save(&self.path, &self.positions) {
+        self.dirty = false;
+        self.saved_at = Some(now);
+        (self.path.clone(), self.positions.clone())
+    }
+
+    /// How the save of the last [`snapshot`](PositionFile::snapshot) went.
+    pub fn saved(&mut self, outcome: std::io::Result<()>) {
+        match outcome {
             Ok(()) => {
                 if std::mem::take(&mut self.failing) {
                     tracing::info!(path = %self.path.display(), "position file written again");
                 }
-                self.dirty = false;
             }
-            Err(e) if !self.failing => {
-                self.failing = true;
-                tracing::warn!(path = %self.path.display(), cause = %e, "cannot write the position file");
+            Err(e) => {
+                // Not saved: the next routine save is due as soon as its time comes.
+                self.dirty = true;
+                if !std::mem::replace(&mut self.failing, true) {
+                    tracing::warn!(path = %self.path.display(), cause = %e, "cannot write the position file");
+                }
             }
-            Err(_) => {}
         }
-        self.saved_at = Some(now);
     }
 }
 

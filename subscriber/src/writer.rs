@@ -10,7 +10,12 @@
 //! **Syncing** (`LOG_SYNC`). Every pass of the loop hands the lines to the OS; `always` then
 //! fdatasyncs them before the next arrivals are taken, `interval:<ms>` once the oldest unsynced
 //! line is that old, `never` leaves it to the OS. The positions are saved only of what is
-//! synced — with `never`, of what is written — so they are never ahead of the log.
+//! synced — with `never`, of what is written — so they are never ahead of the log. The
+//! routine sync and save (`interval`'s fdatasync, and the position file every
+//! [`SAVE_EVERY`](crate::position::SAVE_EVERY) or so) run on a thread of their own
+//! (`syncer.rs`), so lines arriving meanwhile do not wait for the disk; the saves the writer
+//! owes before going on (a new stream's, around a reopen or rotation, at shutdown) wait for
+//! that thread's job, then are done here.
 //!
 //! **Rotation.** On a reopen request (SIGHUP) the writer syncs the open file and saves the
 //! positions as true of it, then opens the log's path afresh (a new file when logrotate has
@@ -28,6 +33,7 @@ use crate::log_line::Entry;
 use crate::position::PositionFile;
 use crate::rotate::{self, Rotation};
 use crate::streams::{Action, Ask, Streams};
+use crate::syncer::{Done, Job, Syncer};
 use anyhow::Context;
 use plumbing::SyncPolicy;
 use std::collections::HashMap;
@@ -101,6 +107,7 @@ enum Wake {
     Closed,
     Tick,
     Reopen,
+    Synced(Done),
 }
 
 /// The log file, the state that decides what goes into it, and the position file.
@@ -108,6 +115,8 @@ pub struct Writer {
     log: LogFile,
     streams: Streams,
     positions: PositionFile,
+    /// Runs the routine sync and position save.
+    syncer: Syncer,
     /// Per open publisher connection with replay, its replay client.
     asks: HashMap<usize, mpsc::Sender<Ask>>,
     actions: Vec<Action>,
@@ -133,11 +142,12 @@ impl Writer {
         ready: Ready,
         reopen: Arc<Notify>,
         keeping: Keeping,
-    ) -> Self {
-        Writer {
+    ) -> std::io::Result<Self> {
+        Ok(Writer {
             log,
             streams,
             positions,
+            syncer: Syncer::start()?,
             asks: HashMap::new(),
             actions: Vec::new(),
             ready,
@@ -146,7 +156,7 @@ impl Writer {
             unsynced_since: None,
             rotate_after: None,
             counters: Counters::new(),
-        }
+        })
     }
 
     /// Writes what arrives until the channel closes, then syncs the file and the positions.
@@ -162,12 +172,16 @@ impl Writer {
             .update(Instant::now(), &self.streams.catching_up(Instant::now()));
         let reopen = Arc::clone(&self.reopen);
         loop {
-            let wake_at = self.sync_due().map_or(next_tick, |due| due.min(next_tick));
+            // While a sync is in flight, its end wakes the writer to start the next one.
+            let sync_due = self.sync_due().filter(|_| !self.syncer.busy());
+            let wake_at = sync_due.map_or(next_tick, |due| due.min(next_tick));
             let wait = wake_at.saturating_duration_since(Instant::now());
+            let syncer = &mut self.syncer;
             let wake = runtime.block_on(async {
                 tokio::select! {
                     biased;
                     () = reopen.notified() => Wake::Reopen,
+                    done = syncer.finished() => Wake::Synced(done),
                     next = tokio::time::timeout(wait, arrivals.recv()) => match next {
                         Ok(Some(arrival)) => Wake::Arrival(arrival),
                         Ok(None) => Wake::Closed,
@@ -188,6 +202,7 @@ impl Writer {
                 Wake::Closed => break,
                 Wake::Tick => {}
                 Wake::Reopen => self.reopen(Instant::now())?,
+                Wake::Synced(done) => self.synced(done)?,
             }
             let now = Instant::now();
             if now >= next_tick {
@@ -198,9 +213,7 @@ impl Writer {
             }
             self.settle(now)?;
             self.counters.log_bytes.set(self.log.len() as f64);
-            if self.positions.due(now) {
-                self.save(now)?;
-            }
+            self.routine(now)?;
         }
         self.ready.set(Err("stopping".to_owned()));
         let now = Instant::now();
@@ -296,17 +309,66 @@ impl Writer {
             self.unsynced_since = None;
             return Ok(());
         }
-        let since = *self.unsynced_since.get_or_insert(now);
-        let due = match self.keeping.sync {
-            SyncPolicy::Always => true,
-            SyncPolicy::Interval(every) => now.duration_since(since) >= every,
-            SyncPolicy::Never => false,
-        };
-        if due {
+        self.unsynced_since.get_or_insert(now);
+        if self.keeping.sync == SyncPolicy::Always {
             self.log.sync()?;
             self.unsynced_since = None;
         }
         Ok(())
+    }
+
+    /// Starts the routine sync when it is due and none is in flight: the log's
+    /// (`interval`) once its oldest unsynced line is that old, with the positions of what it
+    /// covers; the positions alone once their save is due.
+    fn routine(&mut self, now: Instant) -> anyhow::Result<()> {
+        if self.syncer.busy() {
+            return Ok(());
+        }
+        let log_due = self.sync_due().is_some_and(|due| now >= due);
+        if !log_due && !self.positions.due(now) {
+            return Ok(());
+        }
+        let log = match self.keeping.sync {
+            SyncPolicy::Never => {
+                self.log.settle()?;
+                None
+            }
+            // With `always` the lines are synced already: `None`.
+            SyncPolicy::Always | SyncPolicy::Interval(_) => {
+                let log = self.log.sync_elsewhere()?;
+                self.unsynced_since = None;
+                log
+            }
+        };
+        let positions = self
+            .positions
+            .dirty()
+            .then(|| self.positions.snapshot(self.log.len(), self.log.id(), now));
+        if log.is_none() && positions.is_none() {
+            return Ok(());
+        }
+        self.syncer
+            .send(Job { log, positions })
+            .context("cannot sync the log file")
+    }
+
+    /// Takes the outcome of a routine sync: a log that could not be synced stops the writer,
+    /// a position file that could not be saved is a warning.
+    fn synced(&mut self, done: Done) -> anyhow::Result<()> {
+        done.log
+            .with_context(|| format!("cannot sync LOG_FILE {}", self.log.path().display()))?;
+        if let Some(saved) = done.positions {
+            self.positions.saved(saved);
+        }
+        Ok(())
+    }
+
+    /// Waits for the routine sync in flight, so what the writer saves next comes after it.
+    fn wait_synced(&mut self) -> anyhow::Result<()> {
+        match self.syncer.wait() {
+            Some(done) => self.synced(done),
+            None => Ok(()),
+        }
     }
 
     /// When `LOG_SYNC=interval:<ms>` wants the lines written so far synced.
@@ -319,6 +381,7 @@ impl Writer {
 
     /// Saves the positions of what is written: synced first, unless `LOG_SYNC=never`.
     fn save(&mut self, now: Instant) -> anyhow::Result<()> {
+        self.wait_synced()?;
         match self.keeping.sync {
             SyncPolicy::Never => {
                 self.log.settle()?;
@@ -331,6 +394,7 @@ impl Writer {
 
     /// Puts what is written on disk, then the positions that say so.
     fn save_synced(&mut self, now: Instant) -> anyhow::Result<()> {
+        self.wait_synced()?;
         self.log.sync()?;
         self.positions.save(self.log.len(), self.log.id(), now);
         Ok(())
