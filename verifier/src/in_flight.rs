@@ -109,31 +109,20 @@ pub(crate) struct Done {
 /// label hashes the key and takes the registry's lock, per task.
 struct TaskMetrics {
     seconds: metrics::Histogram,
-    /// `tasks_verified_total` by status: valid, invalid, error.
-    verified: [metrics::Counter; 3],
+    verified: plumbing::StatusCounters,
 }
 
 impl TaskMetrics {
     fn new() -> Self {
-        let verified = |status: SignatureStatus| metrics::counter!("tasks_verified_total", "status" => status.as_str());
         TaskMetrics {
             seconds: metrics::histogram!("verification_seconds"),
-            verified: [
-                verified(SignatureStatus::Valid),
-                verified(SignatureStatus::Invalid),
-                verified(SignatureStatus::Error),
-            ],
+            verified: plumbing::StatusCounters::new("tasks_verified_total"),
         }
     }
 
     fn record(&self, status: SignatureStatus, started: std::time::Instant) {
         self.seconds.record(started.elapsed().as_secs_f64());
-        let index = match status {
-            SignatureStatus::Valid => 0,
-            SignatureStatus::Invalid => 1,
-            SignatureStatus::Error => 2,
-        };
-        self.verified[index].increment(1);
+        self.verified.of(status).increment(1);
     }
 }
 

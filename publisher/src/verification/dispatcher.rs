@@ -51,30 +51,16 @@ struct TaskMetrics {
     sent: metrics::Counter,
     resent: metrics::Counter,
     seconds: metrics::Histogram,
-    /// `tasks_completed_total` by status: valid, invalid, error.
-    completed: [metrics::Counter; 3],
+    completed: plumbing::StatusCounters,
 }
 
 impl TaskMetrics {
     fn new() -> Self {
-        let completed = |status: SignatureStatus| metrics::counter!("tasks_completed_total", "status" => status.as_str());
         TaskMetrics {
             sent: metrics::counter!("tasks_sent_total"),
             resent: metrics::counter!("tasks_resent_total"),
             seconds: metrics::histogram!("verification_seconds"),
-            completed: [
-                completed(SignatureStatus::Valid),
-                completed(SignatureStatus::Invalid),
-                completed(SignatureStatus::Error),
-            ],
-        }
-    }
-
-    fn completed(&self, status: SignatureStatus) -> &metrics::Counter {
-        match status {
-            SignatureStatus::Valid => &self.completed[0],
-            SignatureStatus::Invalid => &self.completed[1],
-            SignatureStatus::Error => &self.completed[2],
+            completed: plumbing::StatusCounters::new("tasks_completed_total"),
         }
     }
 }
@@ -162,7 +148,7 @@ impl Dispatcher {
         self.metrics
             .seconds
             .record(now.duration_since(task.first_sent).as_secs_f64());
-        self.metrics.completed(verdict.status).increment(1);
+        self.metrics.completed.of(verdict.status).increment(1);
         Some(Decision::Conclude(Concluded {
             request: task.request,
             status: verdict.status,
