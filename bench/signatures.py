@@ -31,6 +31,15 @@ busy with anything else; `verdicts` per verifier, from the log. The servers' CPU
 the log has settled. `med`: medians over rounds. Baseline, measured in the same run before
 and after the rounds: `openssl speed -seconds 2 -mr rsa2048`, verifications per second on one
 core.
+
+Also in every round, interleaved with the others: `downcase`, the (a) system round of
+bench/downcase.py (publisher + subscriber, `GET /downcase`, every event checked in the log),
+for the publisher's CPU per request on its simplest route. The three targets of the issue
+"Speed" are printed, and written under "targets", each with whether it is met:
+  end_to_end        1-verifier req/s / openssl verify/s                    >= 0.5
+  publisher         publisher CPU per signature request / per /downcase request  <= 1.5
+  verifier_overhead verifier CPU per request - the RSA arithmetic (1e6 / openssl verify/s), us
+                                                                            <= 10
 """
 
 import base64
@@ -44,12 +53,18 @@ import tempfile
 from pathlib import Path
 
 import common
+import downcase
 from common import PUBLISHER_ID, ROOT
 
 PATH = "/signatures?wait=10s"
 KEY = "demo"
 KEYS_DIR = ROOT / "examples/keys"
 CONFIGS = {"1-verifier": 1, "2-verifiers": 2}
+# The issue's targets: (name, what, limit, met when the figure is at least the limit).
+TARGETS = (("end_to_end", "1-verifier req/s / one-core openssl verify/s", 0.5, True),
+           ("publisher", "publisher CPU per signature request / per /downcase request", 1.5,
+            False),
+           ("verifier_overhead", "verifier CPU per request - RSA arithmetic, us", 10.0, False))
 # Globals, not locals: thread:get reaches only a thread's globals. Requests are formatted once
 # per thread in init(); response() sorts every 2xx by the verdict its body holds.
 WRK_SCRIPT = r"""
@@ -271,17 +286,27 @@ def main():
     print(ROW.format("round", "run", "req/s", "p50 ms", "p99 ms", "pub", "ver", "ver each",
                      "sub", "wrk", "total", "busy", "others", "verdicts per verifier"))
     results = {name: [] for name in CONFIGS}
+    down = []
     with tempfile.TemporaryDirectory(prefix="bench-signatures-") as tmp:
         script = Path(tmp) / "signatures.lua"
         script.write_text(lua_script(good, bad, args.invalid_every))
-        for r, name in common.interleaved(args.rounds, tuple(CONFIGS)):
+        down_script = Path(tmp) / "downcase.lua"
+        down_script.write_text(downcase.WRK_SCRIPT)
+        for r, name in common.interleaved(args.rounds, (*CONFIGS, "downcase")):
             workdir = Path(tmp) / f"{name}-{r}"
             workdir.mkdir()
+            if name == "downcase":
+                down.append(downcase.one_round(args, "system", workdir, down_script))
+                print(f"{r:5} {'downcase':11} {down[-1]['rps']:>7.0f}   publisher "
+                      f"{down[-1]['pub_cpu']:.1f} us/req, others {down[-1]['others']:.2f}",
+                      flush=True)
+                continue
             results[name].append(one_round(args, CONFIGS[name], workdir, script, good, bad))
             print(row(r, name, results[name][-1]), flush=True)
     openssl.append(openssl_verify_per_s())
 
     med = common.medians(results)
+    down_med = common.medians({"downcase": down})["downcase"]
     one, two = med["1-verifier"], med["2-verifiers"]
     for name in CONFIGS:
         print(row("med", name, med[name]))
@@ -310,7 +335,19 @@ def main():
         print(f"reading: not CPU-bound - 1-verifier runs at {one['rps'] / ceiling:.0%} of "
               f"{cpus} cores / CPU per request ({ceiling:.0f} req/s): latency x "
               f"{args.connections} connections bounds req/s")
-    common.warn_if_busy(results)
+    figures = {"end_to_end": one["rps"] / verify_per_s,
+               "publisher": one["pub_cpu"] / down_med["pub_cpu"],
+               "verifier_overhead": one["ver_cpu"] - rsa_us}
+    targets = {}
+    for key, what, limit, at_least in TARGETS:
+        met = figures[key] >= limit if at_least else figures[key] <= limit
+        targets[key] = {"value": figures[key], "limit": limit, "met": met}
+        print(f"target {key}: {what} = {figures[key]:.2f} ({'>=' if at_least else '<='} "
+              f"{limit:g}): {'met' if met else 'NOT met'}")
+    print(f"  (publisher {one['pub_cpu']:.1f} us per signature request, {down_med['pub_cpu']:.1f}"
+          f" us per /downcase request; verifier {one['ver_cpu']:.1f} us per request, RSA "
+          f"{rsa_us:.1f} us)")
+    common.warn_if_busy({**results, "downcase": down})
     resent = sum(s["resent"] for runs in results.values() for s in runs)
     if resent:
         print(f"note: {resent:.0f} tasks were re-sent after their deadline (tasks_resent_total)")
@@ -323,6 +360,8 @@ def main():
         "rounds": results, "medians": med, "openssl_verify_per_s": openssl,
         "ratios": {"two_over_one": two["rps"] / one["rps"],
                    "one_over_openssl": one["rps"] / verify_per_s},
+        "downcase": {"rounds": down, "medians": down_med},
+        "targets": targets,
     })
 
 

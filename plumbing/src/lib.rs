@@ -6,11 +6,13 @@
 mod guarded;
 pub mod health;
 pub mod resolve;
+mod status_counters;
 mod sync_policy;
 
 pub use guarded::{
     ConnectError, GuardArgs, Guarded, bind_guarded, connect_guarded, connect_retrying, guard_remote,
 };
+pub use status_counters::StatusCounters;
 pub use sync_policy::SyncPolicy;
 
 use anyhow::Context;

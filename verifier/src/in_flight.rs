@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
-use wire::{Verdict, VerifyTask};
+use wire::{SignatureStatus, Verdict, VerifyTask};
 
 /// Room for tasks over all links of the process.
 pub(crate) struct Budget {
@@ -105,8 +105,30 @@ pub(crate) struct Done {
     ticket: Ticket,
 }
 
+/// The metric handles every verified task records into, looked up once: a lookup by name and
+/// label hashes the key and takes the registry's lock, per task.
+struct TaskMetrics {
+    seconds: metrics::Histogram,
+    verified: plumbing::StatusCounters,
+}
+
+impl TaskMetrics {
+    fn new() -> Self {
+        TaskMetrics {
+            seconds: metrics::histogram!("verification_seconds"),
+            verified: plumbing::StatusCounters::new("tasks_verified_total"),
+        }
+    }
+
+    fn record(&self, status: SignatureStatus, started: std::time::Instant) {
+        self.seconds.record(started.elapsed().as_secs_f64());
+        self.verified.of(status).increment(1);
+    }
+}
+
 /// One link's tasks in flight and the channel their verdicts come back on.
 pub(crate) struct InFlight {
+    metrics: Arc<TaskMetrics>,
     done_tx: mpsc::Sender<Done>,
     done_rx: mpsc::Receiver<Done>,
     /// This link's tickets alive.
@@ -125,6 +147,7 @@ impl InFlight {
     pub fn new(budget: &Budget) -> Self {
         let (done_tx, done_rx) = mpsc::channel(budget.limit().max(1));
         InFlight {
+            metrics: Arc::new(TaskMetrics::new()),
             done_tx,
             done_rx,
             pending: Arc::default(),
@@ -158,13 +181,12 @@ impl InFlight {
         };
         let keys = Arc::clone(keys);
         let done_tx = self.done_tx.clone();
+        let metrics = Arc::clone(&self.metrics);
         let generation = self.generation;
         pool.execute(move || {
             let started = std::time::Instant::now();
             let verdict = verify_task(&keys, &task);
-            metrics::histogram!("verification_seconds").record(started.elapsed().as_secs_f64());
-            metrics::counter!("tasks_verified_total", "status" => verdict.status.as_str())
-                .increment(1);
+            metrics.record(verdict.status, started);
             let done = Done {
                 generation,
                 verdict,

@@ -5,7 +5,12 @@ use anyhow::Context;
 use clap::Parser;
 use plumbing::health::Command;
 
-#[tokio::main]
+// One runtime thread: the verifier's async side only moves bytes (its sockets, their guards,
+// the link), and the RSA work runs on the pool's threads. On one thread the link, the ZMQ
+// library's reader and writer and the guards hand messages to each other without waking
+// another thread, and what queues while one runs goes out in one write (`bench/signatures.py`:
+// the verifier's CPU per request beyond the RSA arithmetic).
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let config = verifier::Config::parse();
     if let Some(Command::Healthcheck(check)) = &config.command {

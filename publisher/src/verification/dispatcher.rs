@@ -45,9 +45,30 @@ pub struct Concluded {
     pub attempts: u32,
 }
 
+/// The metric handles the dispatcher records into for every task, looked up once: a lookup by
+/// name (and label) hashes the key and takes the registry's lock each time.
+struct TaskMetrics {
+    sent: metrics::Counter,
+    resent: metrics::Counter,
+    seconds: metrics::Histogram,
+    completed: plumbing::StatusCounters,
+}
+
+impl TaskMetrics {
+    fn new() -> Self {
+        TaskMetrics {
+            sent: metrics::counter!("tasks_sent_total"),
+            resent: metrics::counter!("tasks_resent_total"),
+            seconds: metrics::histogram!("verification_seconds"),
+            completed: plumbing::StatusCounters::new("tasks_completed_total"),
+        }
+    }
+}
+
 /// The tasks in flight and the rules for them.
 pub struct Dispatcher {
     origin: Origin,
+    metrics: TaskMetrics,
     task_timeout: Duration,
     task_attempts: u32,
     next_task: u64,
@@ -74,6 +95,7 @@ impl Dispatcher {
     pub fn new(origin: Origin, task_timeout: Duration, task_attempts: u32) -> Self {
         Dispatcher {
             origin,
+            metrics: TaskMetrics::new(),
             task_timeout,
             task_attempts,
             // Task ids go on in the same epoch after a restart from the journal: starting each
@@ -123,10 +145,10 @@ impl Dispatcher {
             return Some(self.send(task_id, now));
         }
         let task = self.remove(task_id)?;
-        metrics::histogram!("verification_seconds")
+        self.metrics
+            .seconds
             .record(now.duration_since(task.first_sent).as_secs_f64());
-        metrics::counter!("tasks_completed_total", "status" => verdict.status.as_str())
-            .increment(1);
+        self.metrics.completed.of(verdict.status).increment(1);
         Some(Decision::Conclude(Concluded {
             request: task.request,
             status: verdict.status,
@@ -214,12 +236,11 @@ impl Dispatcher {
             self.deadlines.remove(&(task.deadline, task_id));
             task.deadline = now + self.task_timeout;
             self.deadlines.insert((task.deadline, task_id));
-            let counter = if task.attempts == 1 {
-                "tasks_sent_total"
+            if task.attempts == 1 {
+                self.metrics.sent.increment(1);
             } else {
-                "tasks_resent_total"
-            };
-            metrics::counter!(counter).increment(1);
+                self.metrics.resent.increment(1);
+            }
         }
         Decision::Send(task_id)
     }
