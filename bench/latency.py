@@ -24,8 +24,9 @@ most one period plus a read after it is written); `others`, cores busy with anyt
 request must be answered 200 and its line seen, and the log must hold no gap line, or the
 benchmark aborts. With --other-subscriber PATH each paced run is repeated, in the same round and
 at the same rate, with that subscriber binary (another build: `other` rows, `<run> other` in the
-JSON), so a change to the subscriber is compared within one run. Targets: p99 < 2 ms at 1000/s, p99 < 5 ms at half the max rate. Python paces
-too coarsely for 20 000+ req/s, hence the client in Rust. Figures also go to
+JSON), so a change to the subscriber is compared within one run. Targets: p99 < 2 ms at
+1000/s, p99 < 5 ms at half the max rate. Python paces too coarsely for 20 000+ req/s, hence the
+client in Rust. Figures also go to
 bench/results/latency.json (--json).
 """
 

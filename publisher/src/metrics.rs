@@ -158,7 +158,7 @@ pub async fn count_requests(request: Request, next: Next) -> Response {
     let route = request.extensions().get::<MatchedPath>().cloned();
     let response = next.run(request).await;
     let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
-    request_counter(route, response.status().as_u16()).increment(1);
+    count_request(route, response.status().as_u16());
     response
 }
 
@@ -170,19 +170,21 @@ thread_local! {
         std::cell::RefCell::new(HashMap::new());
 }
 
-/// The `http_requests_total` series of `route` and `status`, registered on first use.
-fn request_counter(route: &str, status: u16) -> metrics::Counter {
+/// Counts one request in the `http_requests_total` series of `route` and `status`,
+/// registering the series on first use.
+fn count_request(route: &str, status: u16) {
     REQUEST_COUNTERS.with_borrow_mut(|by_status| {
         let by_route = by_status.entry(status).or_default();
         if let Some(counter) = by_route.get(route) {
-            return counter.clone();
+            counter.increment(1);
+            return;
         }
         let counter = metrics::counter!(
             "http_requests_total",
             "route" => route.to_owned(),
             "status" => status.to_string()
         );
-        by_route.insert(route.to_owned(), counter.clone());
-        counter
+        counter.increment(1);
+        by_route.insert(route.to_owned(), counter);
     })
 }
