@@ -71,7 +71,8 @@ def main():
     if not args.no_build:
         subprocess.run(["cargo", "build", "--release", "-q", "--bins"], cwd=ROOT, check=True)
         subprocess.run(["cargo", "build", "--release", "-q", "-p", "publisher", "--example",
-                        "bare_downcase", "--example", "paced_load"], cwd=ROOT, check=True)
+                        "bare_downcase", "--example", "paced_load", "--example", "flood"],
+                       cwd=ROOT, check=True)
         # replay.py's baseline: the guard's raw PUB→SUB bench binary.
         subprocess.run(["cargo", "bench", "-q", "-p", "guard", "--bench", "relay", "--no-run"],
                        cwd=ROOT, check=True)

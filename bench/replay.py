@@ -12,13 +12,21 @@ publisher sends them: `GET /downcase?param=<thread>-<n, 7 digits>`, unique per r
 bookkeeping). Rounds are interleaved (a b c, c b a, ...) so drift on a shared machine falls on
 all alike.
 
-  live      publisher + subscriber, connected before the load (a warm-up request is seen in the
+  live      the publishing path itself: `publisher/examples/flood.rs`, the publisher's own
+            code bound and configured as the binary is, with tasks publishing instead of HTTP
+            handlers, and a subscriber connected before (a warm-up event is seen in the log).
+            --flood-events events are published as fast as the path takes them; timed from the
+            command to the moment the log's last line is the last of them (polled every 5 ms).
+            Then the log must hold each of them once, in order, no gap line. events/s = N / that
+            time; CPU per event of the flood process (publishing tasks, socket task, guard) and
+            of the subscriber. This is the rate the issue compares with raw PUB→SUB.
+  live-http publisher + subscriber, connected before the load (a warm-up request is seen in the
             log), wrk for --duration s. Afterwards the log settles (a heartbeat would expose a
             lost tail) and every request wrk completed must be in it: unbroken seq numbers, no
             gap line, one line per param; `logged / 2xx / issued` as in bench/downcase.py.
             events/s = logged / wrk's duration. The publisher takes at most what HTTP brings,
-            with wrk and both servers on the same cores: this is the system's rate, bounded by
-            the HTTP front, not the subscriber's own limit.
+            with wrk and both servers on the same cores: the rate events arrive at in use,
+            bounded by the HTTP front, which catch-up must outrun.
   catch-up  --catch-up-events requests with no subscriber (wrk stops each thread at its share;
             the few in flight are published too), then a subscriber (FROM=earliest) is started
             and timed until the log's last line is the newest event; then the log must be
@@ -34,7 +42,9 @@ all alike.
 
 Columns: events/s; seconds measured; CPU (utime + stime) per event, in us, of the publisher,
 the subscriber and wrk; `others`, cores busy with anything else meanwhile. `med`: medians over
-rounds. Targets (the issue's Speed section): live / raw >= 0.5; catch-up faster than live.
+rounds. Targets (the issue's Speed section): live / raw >= 0.5; catch-up faster than the
+live rate (live-http: the rate events come at in use; the event path's own rate is printed
+beside it).
 The figures are also written as JSON (--json, default bench/results/replay.json).
 """
 
@@ -74,7 +84,8 @@ EVENT_LINE = re.compile(r'^\S+ (\S+) ' + PUBLISHER_ID + r'#(\d+)(?: param="([^"]
 LAST_SEQ = re.compile(rb'#(\d+)[^\n]*\n$')
 # The publisher's window accounting adds this much to each event's frames (replay/window.rs).
 ENTRY_OVERHEAD = 64
-RUNS = ("live", "catch-up", "raw")
+RUNS = ("live", "live-http", "catch-up", "raw")
+FLOOD = common.RELEASE / "examples" / "flood"
 
 
 def wrk_script(tmp, limit=0):
@@ -155,8 +166,10 @@ def oddities(workdir, base, expected_replays=0):
     for name in ("publisher", "subscriber"):
         path = workdir / f"{name}.stderr"
         if path.exists():
+            # Not odd: the start-up warning that messages are not tagged (no SHARED_KEY_FILE).
             warnings += [f"{name}: {line}" for line in path.read_text().splitlines()
-                         if '"level":"WARN"' in line or '"level":"ERROR"' in line]
+                         if ('"level":"WARN"' in line or '"level":"ERROR"' in line)
+                         and "NOT authenticated" not in line]
     seen["warnings"] = warnings
     return seen
 
@@ -208,8 +221,87 @@ def last_logged(log):
     return int(m.group(1)) if m else 0
 
 
+def flood_log(log, first_seq, last_seq, count, tasks):
+    """The flood's events in the log: exactly seq first..last, each param once, no gap line."""
+    events = [m.groups() for m in map(EVENT_LINE.match, log.read_text().splitlines()) if m]
+    ours = [(topic, int(seq), param) for topic, seq, param in events
+            if topic == "gap" or int(seq) >= first_seq]
+    seqs = [seq for _, seq, _ in ours]
+    params = {param for _, _, param in ours}
+    expected = {f"{t}-{i:07d}" for t in range(1, tasks + 1)
+                for i in range(1, count // tasks + (t <= count % tasks) + 1)}
+    if seqs != list(range(first_seq, last_seq + 1)) or params != expected:
+        gaps = sum(topic == "gap" for topic, _, _ in ours)
+        sys.exit(f"bench: flood's log is not seq {first_seq}..{last_seq}, each param once: "
+                 f"{len(seqs)} lines, {len(params)} params, {gaps} gap lines, "
+                 f"{len(expected - params)} params missing")
+    return len(seqs)
+
+
 def live(args, workdir, scripts):
-    """(1): the system under HTTP load, every event checked in the log."""
+    """(1): the publishing path flooded without HTTP, every event checked in the log."""
+    children = []
+    try:
+        with open(workdir / "publisher.stderr", "w") as stderr:
+            env = {**os.environ, "LOG_JSON": "true", "RUST_LOG": "info,zeromq=error",
+                   **common.PUBLISHER_ENV}
+            flood = subprocess.Popen([FLOOD, "--tasks", str(args.flood_tasks)], env=env,
+                                     cwd=workdir, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=stderr, text=True)
+            children.append(flood)
+        bound = common.wait_for("the flood's publisher",
+                                lambda: common.listening(workdir / "publisher.stderr"))
+        base = f"http://{bound['http']}"
+        log = workdir / "subscriber.log"
+        subscriber = start_subscriber(children, workdir, bound, log)
+        servers = {"publisher": flood, "subscriber": subscriber}
+        tries = iter(range(10**9))
+
+        def command(line):
+            flood.stdin.write(line + "\n")
+            flood.stdin.flush()
+
+        def warmed_up():  # the slow joiner: publish until one warm-up makes it to the log
+            command(f"warm {next(tries)}")
+            time.sleep(0.05)
+            return log.exists() and 'param="warmup-' in log.read_text()
+        common.wait_for("the subscriber to log a warm-up event", warmed_up)
+        joined = common.wait_for("the subscriber's first catch-up to end", lambda: (
+            replays(workdir), stderr_lines(workdir / "subscriber.stderr",
+                                           "caught up; following live"))[0], timeout=10)
+        common.log_settled(log)  # every warm-up is in: the flood's numbers come next
+        pids = [flood.pid, subscriber.pid]
+        before = common.clocks(pids)
+        command(f"flood {args.flood_events}")
+        reply = flood.stdout.readline()
+        if not reply.startswith("BENCH "):
+            sys.exit(f"bench: the flood gave no summary ({reply!r}):\n"
+                     f"{(workdir / 'publisher.stderr').read_text()[-3000:]}")
+        sent = json.loads(reply[len("BENCH "):])
+        deadline = time.monotonic() + 120
+        while last_logged(log) < sent["last_seq"]:
+            if time.monotonic() > deadline or subscriber.poll() is not None:
+                sys.exit(f"bench: event {sent['last_seq']} never reached the log "
+                         f"(last: {last_logged(log)})")
+            time.sleep(0.005)
+        after = common.clocks(pids)
+        load = [b - a for a, b in zip(before, after)]
+        common.alive(workdir, servers)
+        logged = flood_log(log, sent["first_seq"], sent["last_seq"], args.flood_events,
+                           args.flood_tasks)
+        events, held = settled_window(base)
+        seconds = load[0] / 1e6
+        return {"events_s": logged / seconds, "seconds": seconds, "logged": logged,
+                "publish_s": sent["seconds"], "pub_us": load[3] / logged,
+                "sub_us": load[4] / logged, "others": common.others(load),
+                "event_bytes": held / events - ENTRY_OVERHEAD,
+                **oddities(workdir, base, expected_replays=joined)}
+    finally:
+        common.stop(children)
+
+
+def live_http(args, workdir, scripts):
+    """(1b): the system under HTTP load, every event checked in the log."""
     children = []
     try:
         publisher, bound, base = start_publisher(children, workdir)
@@ -365,6 +457,8 @@ def row(r, name, s):
     """One line of the table."""
     us = lambda k: f"{s[k]:.1f}" if k in s else "-"
     if name == "live":
+        detail = (f"{s['logged']:.0f} events, all on the path after {s['publish_s']:.2f} s")
+    elif name == "live-http":
         detail = (f"{s['logged']:.0f} / {s['ok']:.0f} / {s['issued']:.0f}, p99 "
                   f"{s['p99_ms']:.1f} ms")
     elif name == "catch-up":
@@ -384,17 +478,29 @@ def main():
                    help="events held when the memory is read (the default window's count)")
     p.add_argument("--fill-timeout", type=int, default=240, help="most seconds of filling")
     p.add_argument("--no-memory", action="store_true", help="skip the memory fill")
+    p.add_argument("--flood-events", type=int, default=1_000_000,
+                   help="events the live run publishes through the publishing path")
+    p.add_argument("--flood-tasks", type=int, default=8, choices=range(1, 10),
+                   metavar="1-9", help="tasks publishing them at once")
+    p.add_argument("--runs", default=",".join(RUNS),
+                   help=f"which runs, comma-separated (of {','.join(RUNS)}; raw needs live)")
     common.json_flag(p, "replay")
     args = p.parse_args()
     if args.threads > 9:
         sys.exit("bench: at most 9 wrk threads (params are <thread>-<7 digits>)")
+    runs = tuple(name for name in RUNS if name in args.runs.split(","))
+    if "raw" in runs and "live" not in runs:
+        sys.exit("bench: raw measures the live run's event size: run live too")
     common.prepare(args, ["-p", "publisher", "-p", "subscriber"])
+    if not args.no_build:
+        subprocess.run(["cargo", "build", "--release", "-q", "-p", "publisher", "--example",
+                        "flood"], cwd=ROOT, check=True)
     binary = relay_binary(args)
     load_before = os.getloadavg()
     print(f"wrk -t{args.threads} -c{args.connections}, live {args.duration}s, catch-up "
           f"{args.catch_up_events} events, {args.rounds} rounds of each interleaved, "
           f"{os.cpu_count()} CPUs, load average {load_before[0]:.1f}")
-    results = {name: [] for name in RUNS}
+    results = {name: [] for name in runs}
     with tempfile.TemporaryDirectory(prefix="bench-replay-") as tmp:
         per_thread = -(-args.catch_up_events // args.threads)
         scripts = (wrk_script(tmp), wrk_script(tmp, per_thread))
@@ -403,12 +509,14 @@ def main():
                             "wrk us/req", "others", "detail")
         print(header)
         # live comes first in round 1, so raw knows the size it measures.
-        for r, name in common.interleaved(args.rounds, RUNS):
+        for r, name in common.interleaved(args.rounds, runs):
             workdir = Path(tmp) / f"{name}-{r}"
             workdir.mkdir()
             if name == "live":
                 s = live(args, workdir, scripts)
                 size = size or round(s["event_bytes"])
+            elif name == "live-http":
+                s = live_http(args, workdir, scripts)
             elif name == "catch-up":
                 s = catch_up(args, workdir, scripts)
             else:
@@ -421,59 +529,70 @@ def main():
             mem = memory(args, Path(tmp) / "memory", scripts[0])
 
     med = common.medians(results)
-    for name in RUNS:
+    for name in runs:
         print(row("med", name, med[name]))
-    lv, cu, rw = med["live"], med["catch-up"], med["raw"]
-    live_raw = lv["events_s"] / rw["events_s"]
-    sub_ceiling = 1e6 / lv["sub_us"]
-    print(f"event: {lv['event_bytes']:.0f} B as sent (topic + envelope frames); raw: one frame "
-          f"of {size} B")
-    print(f"live / raw: {live_raw:.3f} (target >= 0.5: {'met' if live_raw >= 0.5 else 'NOT met'})"
-          f"; live is what the publisher takes over HTTP ({lv['req_s']:.0f} req/s, wrk and "
-          f"both servers on {os.cpu_count()} cores), not the subscriber's limit")
-    print(f"subscriber: {lv['sub_us']:.1f} us CPU per live event, i.e. one core would log "
-          f"{sub_ceiling:.0f} events/s ({sub_ceiling / rw['events_s']:.2f} of raw); "
-          f"catch-up / raw: {cu['events_s'] / rw['events_s']:.3f}")
-    cu_live = cu["events_s"] / lv["events_s"]
-    replay_rate = cu["replayed"] / cu["replay_s"]
-    print(f"catch-up: {cu['logged']:.0f} events in {cu['seconds']:.2f} s from the subscriber's "
-          f"start ({cu['events_s']:.0f}/s; the first after {cu['first_s']:.2f} s: start-up and "
-          f"the wait for a heartbeat; its replay alone {cu['replay_s']:.2f} s, "
-          f"{replay_rate:.0f}/s); catch-up / live: {cu_live:.2f} (target > 1: "
-          f"{'met' if cu_live > 1 else 'NOT met'}), replay alone / live: "
-          f"{replay_rate / lv['events_s']:.2f}")
-    print(f"guard through / direct (raw PUB→SUB): {rw['guarded_s'] / rw['events_s']:.2f}")
+    lv, lh, cu, rw = (med.get(name) for name in RUNS)
+    ratios = {"target_live_over_raw": 0.5}
+    if lv and rw:
+        ratios["live_over_raw"] = lv["events_s"] / rw["events_s"]
+        ratios["subscriber_ceiling_over_raw"] = 1e6 / lv["sub_us"] / rw["events_s"]
+        print(f"event: {lv['event_bytes']:.0f} B as sent (topic + envelope frames); raw: one "
+              f"frame of {size} B")
+        print(f"live / raw: {ratios['live_over_raw']:.3f} (target >= 0.5: "
+              f"{'met' if ratios['live_over_raw'] >= 0.5 else 'NOT met'}); publisher "
+              f"{lv['pub_us']:.2f} + subscriber {lv['sub_us']:.2f} us CPU per event, on "
+              f"{os.cpu_count()} cores; the subscriber alone on one core would log "
+              f"{1e6 / lv['sub_us']:.0f}/s ({ratios['subscriber_ceiling_over_raw']:.2f} of raw)")
+        print(f"guard through / direct (raw PUB→SUB): {rw['guarded_s'] / rw['events_s']:.2f}")
+    if lh:
+        print(f"live-http: {lh['events_s']:.0f} events/s, what the publisher takes over HTTP "
+              f"({lh['req_s']:.0f} req/s, wrk and both servers on {os.cpu_count()} cores)"
+              + (f"; {lh['events_s'] / lv['events_s']:.2f} of the event path's rate" if lv else ""))
+    if cu:
+        replay_rate = cu["replayed"] / cu["replay_s"]
+        line = (f"catch-up: {cu['logged']:.0f} events in {cu['seconds']:.2f} s from the "
+                f"subscriber's start ({cu['events_s']:.0f}/s; the first after "
+                f"{cu['first_s']:.2f} s: start-up and the wait for a heartbeat; its replay alone "
+                f"{cu['replay_s']:.2f} s, {replay_rate:.0f}/s)")
+        # The target is against live-http, the rate events come at in use.
+        for against, m, key in (("live-http", lh, "live"), ("the event path", lv, "event_path")):
+            if m:
+                ratios[f"catch_up_over_{key}"] = cu["events_s"] / m["events_s"]
+                ratios[f"replay_alone_over_{key}"] = replay_rate / m["events_s"]
+                line += (f"; catch-up / {against}: {ratios[f'catch_up_over_{key}']:.2f}, "
+                         f"replay alone: {ratios[f'replay_alone_over_{key}']:.2f}")
+        if lh:
+            line += f" (target > 1: {'met' if ratios['catch_up_over_live'] > 1 else 'NOT met'})"
+        print(line)
     if mem:
         print(f"memory: publisher RSS idle {mem['rss_idle_mb']:.1f} MB; with {mem['events']} "
               f"events held (window {mem['window_mb']:.1f} MB by its own count, filled in "
               f"{mem['seconds']:.0f} s) {mem['rss_full_mb']:.1f} MB: {mem['mb_per_1000']:.3f} MB "
-              f"per 1000 events held (the window counts {mem['window_mb_per_1000']:.3f}); "
-              f"with {cu['logged']:.0f} held: {cu['rss_held_mb']:.1f} MB")
+              f"per 1000 events held (the window counts {mem['window_mb_per_1000']:.3f})"
+              + (f"; with {cu['logged']:.0f} held: {cu['rss_held_mb']:.1f} MB" if cu else ""))
     load_after = os.getloadavg()
     print(f"machine: load average {load_before[0]:.1f} before, {load_after[0]:.1f} after; "
           f"`others` = cores busy with anything else during each run")
     common.warn_if_busy(results)
-    odd = [f"{name} {r}: {k} {s[k]}" for name in ("live", "catch-up")
+    checked = [name for name in ("live", "live-http", "catch-up") if name in runs]
+    odd = [f"{name} {r}: {k} {s[k]}" for name in checked
            for r, s in enumerate(results[name], 1)
            for k in ("cuts", "replays", "gaps") if s.get(k)]
-    odd += [f"{name} {r}: {w}" for name in ("live", "catch-up")
+    odd += [f"{name} {r}: {w}" for name in checked
             for r, s in enumerate(results[name], 1) for w in s["warnings"]]
     if mem:
         odd += [f"memory: {w}" for w in mem["warnings"]] + \
                ([f"memory: cuts {mem['cuts']}"] if mem["cuts"] else [])
-    print("every event of every live and catch-up run is in subscriber.log, in order, no gap "
-          "line: yes" + ("" if not odd else "; seen on the way:\n  " + "\n  ".join(odd)))
+    print(f"every event of every {', '.join(checked)} run is in subscriber.log, in order, no "
+          "gap line: yes" + ("" if not odd else "; seen on the way:\n  " + "\n  ".join(odd)))
 
     common.write_json(args.json, {
         "settings": {"rounds": args.rounds, "duration_s": args.duration, "threads": args.threads,
                      "connections": args.connections, "catch_up_events": args.catch_up_events,
-                     "fill_events": args.fill_events, "cpus": os.cpu_count(),
+                     "fill_events": args.fill_events, "flood_events": args.flood_events,
+                     "flood_tasks": args.flood_tasks, "cpus": os.cpu_count(),
                      "load_average": [load_before[0], load_after[0]], "event_bytes": size},
-        "rounds": results, "medians": med, "memory": mem,
-        "ratios": {"live_over_raw": live_raw, "target_live_over_raw": 0.5,
-                   "catch_up_over_live": cu_live, "replay_alone_over_live":
-                       replay_rate / lv["events_s"],
-                   "subscriber_ceiling_over_raw": sub_ceiling / rw["events_s"]},
+        "rounds": results, "medians": med, "memory": mem, "ratios": ratios,
     })
 
 

@@ -26,6 +26,7 @@ mod verification;
 
 pub use config::{Command, Config, Healthcheck};
 pub use error::ApiError;
+pub use events::{Events, PublishError, Published};
 
 use anyhow::Context;
 use plumbing::resolve::Target;
@@ -225,6 +226,13 @@ impl Publisher {
     /// The resolved PUB endpoint, `None` when publishing is disabled.
     pub fn events_endpoint(&self) -> Option<&str> {
         self.events_endpoint.as_deref()
+    }
+
+    /// A handle on the publishing path, as request handlers have: what it publishes is
+    /// numbered and sent like every other event. [`run`](Publisher::run) ends only once
+    /// every such handle is dropped.
+    pub fn events(&self) -> Events {
+        self.state.events.clone()
     }
 
     /// The resolved PUSH endpoint verifiers take tasks from.
