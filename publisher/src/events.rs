@@ -1,6 +1,7 @@
 //! The publishing path: request handlers hand events to [`Events`]; one task owns the PUB
 //! socket, numbers nothing itself, and sends them in order, keeps each in the replay window as
-//! it went out, and sends a heartbeat every interval.
+//! it went out, and sends a heartbeat every interval — and one shortly after each new
+//! subscriber connects (see [`GREETING_DELAY`]).
 //!
 //! While a burst runs, the task lets events gather for a moment before it sends them (far
 //! fewer system calls); a lone event goes out at once (see [`BURST_STARTS`]).
@@ -14,13 +15,15 @@
 
 use crate::journal::{self, Accepted, Appender, Entry, Unwritable};
 use crate::replay::Window;
+use futures::StreamExt;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use wire::{Broadcast, Channel, Codec, Envelope, Event, Heartbeat, Origin};
-use zeromq::{PubSocket, Socket, SocketSend};
+use zeromq::{PubSocket, Socket, SocketEvent, SocketSend};
 
 /// Events that may wait between the handlers and the socket before handlers are made to wait.
 const QUEUE_CAPACITY: usize = 8192;
@@ -40,6 +43,14 @@ const BURST_STARTS: usize = 4;
 /// A gathered batch of fewer events than this shows the burst is over: the next event goes
 /// out at once again. At [`GATHER`] that is a rate of a few thousand events a second.
 const BURST_GOES_ON: usize = 8;
+/// How long after a subscriber connects it is sent a heartbeat of its own. A new subscriber
+/// learns of this publisher — its epoch, its last number, that it serves replay — only from
+/// what it publishes; with nothing published it waited up to a whole heartbeat interval to
+/// begin its catch-up. The wait lets its subscription arrive first (the library reports the
+/// connection once the handshake is done, before the subscription is read); a greeting that
+/// comes too early is lost like any event before a subscription, and the next heartbeat
+/// serves instead. Connections that arrive within the delay share one greeting.
+pub const GREETING_DELAY: Duration = Duration::from_millis(50);
 /// Time given to the ZMQ library to write out what was sent before the socket is dropped: it
 /// has no linger and no way to ask whether its queues are empty.
 const FLUSH_GRACE: Duration = Duration::from_millis(300);
@@ -267,12 +278,15 @@ struct SocketOwner {
 impl SocketOwner {
     /// Sends queued events in order until every sender is gone, and a heartbeat every
     /// interval: subscribers learn from it the last number and whether replay is served, also
-    /// while events flow (a subscriber that joins under load needs both).
+    /// while events flow (a subscriber that joins under load needs both). A subscriber that
+    /// connects gets one [`GREETING_DELAY`] later.
     async fn run(mut self, mut queue: mpsc::Receiver<Envelope<Broadcast>>, interval: Duration) {
         let mut batch = Vec::with_capacity(BATCH);
         let mut gathering = false;
         let mut heartbeat = tokio::time::interval(interval);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut connections = self.socket.monitor();
+        let mut greeting: Option<Instant> = None;
         loop {
             tokio::select! {
                 received = queue.recv_many(&mut batch, BATCH) => {
@@ -290,6 +304,17 @@ impl SocketOwner {
                     self.send_batch(&mut batch).await;
                 }
                 _ = heartbeat.tick() => self.heartbeat().await,
+                Some(event) = connections.next() => {
+                    if matches!(event, SocketEvent::Accepted(..)) {
+                        greeting.get_or_insert_with(|| Instant::now() + GREETING_DELAY);
+                    }
+                }
+                () = tokio::time::sleep_until(greeting.unwrap_or_else(Instant::now)),
+                    if greeting.is_some() =>
+                {
+                    greeting = None;
+                    self.heartbeat().await;
+                }
             }
         }
         tokio::time::sleep(FLUSH_GRACE).await;

@@ -174,6 +174,25 @@ async fn a_subscriber_started_after_5000_acknowledged_events_logs_each_once_in_o
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_joining_an_idle_publisher_is_greeted_and_catches_up_long_before_the_next_heartbeat()
+ {
+    // Arrange: a publisher whose heartbeats are ten minutes apart, 20 events acknowledged,
+    // then nothing published: the only way the subscriber can learn of it is the greeting.
+    let system = TestSystem::new();
+    let _publisher = system
+        .start_publisher_with(&[("HEARTBEAT_INTERVAL", "600s".to_owned())])
+        .await;
+    let acked = publish(system.api(), "before-the-greeting", 20).await;
+
+    // Act
+    let _subscriber = system.start_subscriber(&[]);
+
+    // Assert: all 20 by replay, well within the first heartbeat interval.
+    let lines = until_lines(&system, 20, PATIENCE).await;
+    assert_logged_exactly(&lines, &acked);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscriber_killed_mid_stream_and_started_again_logs_every_acknowledged_event_once_in_order()
  {
     // Arrange: a subscriber following 50 000 events published at full rate.
