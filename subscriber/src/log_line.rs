@@ -149,7 +149,8 @@ impl Lines {
                 out.push_str(e.body.topic());
                 out.push(' ');
                 escape_token(&e.sender, out);
-                let _ = write!(out, "#{}", e.seq);
+                out.push('#');
+                out.push_str(itoa::Buffer::new().format(e.seq));
                 each_field(&e.body, |name, value| {
                     out.push(' ');
                     out.push_str(name);
@@ -160,9 +161,7 @@ impl Lines {
                             escape_into(text, out);
                             out.push('"');
                         }
-                        Value::Number(n) => {
-                            let _ = write!(out, "{n}");
-                        }
+                        Value::Number(n) => out.push_str(itoa::Buffer::new().format(n)),
                     }
                 });
             }
@@ -306,18 +305,32 @@ pub(crate) fn escape_token(value: &str, out: &mut String) {
 /// [`escape_into`], but the (ASCII) characters `also` names are written as `\u{hex}`. Runs
 /// of characters that need nothing are copied whole.
 fn escape_with(value: &str, out: &mut String, also: impl Fn(char) -> bool) {
+    let bytes = value.as_bytes();
     let mut plain = 0;
-    for (at, c) in value.char_indices() {
-        let quiet = if c.is_ascii() {
-            (' '..='~').contains(&c) && !matches!(c, '\\' | '"') && !also(c)
+    let mut at = 0;
+    while let Some(&byte) = bytes.get(at) {
+        // Most values are printable ASCII: a byte is checked without decoding a character.
+        let c = if byte.is_ascii() {
+            let c = char::from(byte);
+            if (b' '..=b'~').contains(&byte) && !matches!(byte, b'\\' | b'"') && !also(c) {
+                at += 1;
+                continue;
+            }
+            c
         } else {
-            !needs_escape(c)
+            // `at` is on a character boundary: it only ever moves by whole characters.
+            let Some(c) = value[at..].chars().next() else {
+                break;
+            };
+            if !needs_escape(c) {
+                at += c.len_utf8();
+                continue;
+            }
+            c
         };
-        if quiet {
-            continue;
-        }
         out.push_str(&value[plain..at]);
-        plain = at + c.len_utf8();
+        at += c.len_utf8();
+        plain = at;
         match c {
             c if also(c) => {
                 let _ = write!(out, "\\u{{{:x}}}", c as u32);
@@ -731,8 +744,40 @@ mod props {
         out
     }
 
+    /// Escaping as the rule reads, one character at a time: what the byte-wise scan of
+    /// [`escape_with`] must write byte for byte.
+    fn escaped_per_character(value: &str, token: bool) -> String {
+        let mut out = String::new();
+        for c in value.chars() {
+            let also = token && matches!(c, ' ' | '#' | '"');
+            match c {
+                c if also => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+                '\\' => out.push_str("\\\\"),
+                '"' => out.push_str("\\\""),
+                '\n' => out.push_str("\\n"),
+                '\r' => out.push_str("\\r"),
+                '\t' => out.push_str("\\t"),
+                c if needs_escape(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+                c => out.push(c),
+            }
+        }
+        out
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+        #[test]
+        fn escaping_byte_by_byte_writes_what_escaping_per_character_does(
+            value in prop_oneof![text(), "\\PC*", any::<String>()],
+        ) {
+            let mut quoted = String::new();
+            escape_into(&value, &mut quoted);
+            prop_assert_eq!(quoted, escaped_per_character(&value, false));
+            let mut token = String::new();
+            escape_token(&value, &mut token);
+            prop_assert_eq!(token, escaped_per_character(&value, true));
+        }
 
         #[test]
         fn no_value_makes_a_line_that_splits_or_holds_a_control_character(entry in entry()) {

@@ -1,6 +1,7 @@
 //! The events channel: what the publisher's PUB socket carries to every subscriber — events,
 //! and heartbeats while none flow.
 
+use crate::canonical;
 use crate::channel::{Channel, open_as};
 use crate::envelope::Envelope;
 use crate::error::DecodeError;
@@ -43,7 +44,10 @@ impl Channel for Broadcast {
 
     fn open(topic: &str, packed: &[u8]) -> Result<Envelope<Self>, DecodeError> {
         match topic {
-            HEARTBEAT_TOPIC => open_as(packed, Broadcast::Heartbeat),
+            HEARTBEAT_TOPIC => match canonical::heartbeat(packed) {
+                Some(envelope) => Ok(envelope.map(Broadcast::Heartbeat)),
+                None => open_as(packed, Broadcast::Heartbeat),
+            },
             _ => Event::open(topic, packed).map(|e| e.map(Broadcast::Event)),
         }
     }

@@ -8,6 +8,7 @@
 //! subscriber catching up from the publisher's window).
 
 mod broadcast;
+mod canonical;
 mod channel;
 mod codec;
 mod envelope;
