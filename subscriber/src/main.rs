@@ -8,8 +8,9 @@ use subscriber::Config;
 /// mimalloc rather than the system allocator: an event's strings are allocated on the socket's
 /// task and freed on the writer's thread, a pattern glibc's serves poorly (the writer's frees
 /// overflow its thread cache into a locked arena, the socket's thread allocates from the arena
-/// afresh); mimalloc gives such a free back to the allocating thread's page cheaply. It costs a
-/// fixed ~12 MiB of resident memory, not more per event (README, "CPU and memory per event").
+/// afresh); mimalloc gives such a free back to the allocating thread's page cheaply. Built
+/// without transparent huge pages (`no_thp`): with them its arenas held ~10 MiB more resident
+/// memory at idle (README, "CPU and memory per event").
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
