@@ -245,7 +245,7 @@ def live(args, workdir, scripts):
         with open(workdir / "publisher.stderr", "w") as stderr:
             env = {**os.environ, "LOG_JSON": "true", "RUST_LOG": "info,zeromq=error",
                    **common.PUBLISHER_ENV}
-            flood = subprocess.Popen([FLOOD, "--tasks", str(args.flood_tasks)], env=env,
+            flood = subprocess.Popen([args.flood, "--tasks", str(args.flood_tasks)], env=env,
                                      cwd=workdir, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=stderr, text=True)
             children.append(flood)
@@ -482,6 +482,8 @@ def main():
                    help="events the live run publishes through the publishing path")
     p.add_argument("--flood-tasks", type=int, default=8, choices=range(1, 10),
                    metavar="1-9", help="tasks publishing them at once")
+    p.add_argument("--flood", type=Path, default=FLOOD,
+                   help="the flood binary the live run uses (another build's, for an A/B)")
     p.add_argument("--runs", default=",".join(RUNS),
                    help=f"which runs, comma-separated (of {','.join(RUNS)}; raw needs live)")
     common.json_flag(p, "replay")

@@ -15,6 +15,7 @@
 
 use crate::journal::{self, Accepted, Appender, Entry, Unwritable};
 use crate::replay::Window;
+use bytes::BytesMut;
 use futures::StreamExt;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -241,6 +242,8 @@ pub async fn start(
         window: settings.window,
         last_seq: settings.last_seq,
         published: HashMap::new(),
+        block: BytesMut::new(),
+        encoded: Vec::with_capacity(BATCH),
     };
     let task = tokio::spawn(owner.run(rx, settings.heartbeat_interval));
     let path = match settings.journal {
@@ -273,6 +276,10 @@ struct SocketOwner {
     window: Option<Arc<Mutex<Window>>>,
     last_seq: u64,
     published: HashMap<&'static str, metrics::Counter>,
+    /// Where messages are encoded: their frames are slices of it (see [`Codec::encode_in`]).
+    block: BytesMut,
+    /// A batch's encoded messages, kept for the next batch's.
+    encoded: Vec<(u64, &'static str, zeromq::ZmqMessage)>,
 }
 
 impl SocketOwner {
@@ -323,16 +330,14 @@ impl SocketOwner {
 
     /// Encodes the batch, keeps it in the window (one lock for the batch), and sends it.
     async fn send_batch(&mut self, batch: &mut Vec<Envelope<Broadcast>>) {
-        let encoded: Vec<_> = batch
-            .drain(..)
-            .map(|envelope| {
-                (
-                    envelope.seq,
-                    envelope.body.topic(),
-                    self.codec.encode(&envelope),
-                )
-            })
-            .collect();
+        let mut encoded = std::mem::take(&mut self.encoded);
+        encoded.extend(batch.drain(..).map(|envelope| {
+            (
+                envelope.seq,
+                envelope.body.topic(),
+                self.codec.encode_in(&envelope, &mut self.block),
+            )
+        }));
         if let Some(window) = &self.window {
             let mut window = window.lock().unwrap_or_else(|p| p.into_inner());
             for (seq, topic, message) in &encoded {
@@ -341,14 +346,33 @@ impl SocketOwner {
             metrics::gauge!("replay_window_events").set(window.len() as f64);
             metrics::gauge!("replay_window_bytes").set(window.bytes() as f64);
         }
-        for (seq, topic, message) in encoded {
+        // Counted once per run of one topic rather than once per event: a batch is mostly one.
+        let mut run: Option<(&'static str, u64)> = None;
+        for (seq, topic, message) in encoded.drain(..) {
             self.last_seq = seq;
-            self.published
-                .entry(topic)
-                .or_insert_with(|| metrics::counter!("events_published_total", "topic" => topic))
-                .increment(1);
+            run = match run {
+                Some((current, n)) if current == topic => Some((current, n + 1)),
+                other => {
+                    if let Some((current, n)) = other {
+                        self.count(current, n);
+                    }
+                    Some((topic, 1))
+                }
+            };
             send(&mut self.socket, message).await;
         }
+        if let Some((topic, n)) = run {
+            self.count(topic, n);
+        }
+        self.encoded = encoded;
+    }
+
+    /// Adds `n` to the count of events published under `topic`.
+    fn count(&mut self, topic: &'static str, n: u64) {
+        self.published
+            .entry(topic)
+            .or_insert_with(|| metrics::counter!("events_published_total", "topic" => topic))
+            .increment(n);
     }
 
     async fn heartbeat(&mut self) {
@@ -359,7 +383,8 @@ impl SocketOwner {
         let envelope = self
             .identity
             .envelope(self.last_seq, Broadcast::Heartbeat(beat));
-        send(&mut self.socket, self.codec.encode(&envelope)).await;
+        let message = self.codec.encode_in(&envelope, &mut self.block);
+        send(&mut self.socket, message).await;
     }
 }
 

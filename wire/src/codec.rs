@@ -7,7 +7,7 @@ use crate::channel::Channel;
 use crate::envelope::Envelope;
 use crate::error::DecodeError;
 use crate::shared_key::SharedKey;
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
 use serde::Serialize;
 use zeromq::ZmqMessage;
 
@@ -28,15 +28,39 @@ impl Codec {
     pub fn encode<M: Channel>(&self, envelope: &Envelope<M>) -> ZmqMessage {
         let topic = Bytes::from_static(envelope.body.topic().as_bytes());
         let packed = Bytes::from(pack(envelope));
-        let mut message = ZmqMessage::from(topic.clone());
-        if let Some(key) = &self.key {
-            let tag = key.tag(&topic, &packed);
-            message.push_back(packed);
-            message.push_back(Bytes::copy_from_slice(&tag));
-        } else {
-            message.push_back(packed);
+        match &self.key {
+            Some(key) => {
+                let tag = Bytes::copy_from_slice(&key.tag(&topic, &packed));
+                message([topic, packed, tag])
+            }
+            None => message([topic, packed]),
         }
-        message
+    }
+
+    /// The message [`Codec::encode`] builds, with the envelope and the tag written at the end
+    /// of `block` and split off it: a sender of many messages keeps one block for them, so a
+    /// message costs no allocation of its own but its list of frames (one block of
+    /// [`BLOCK`] bytes serves hundreds; it is freed once the last of them is dropped).
+    pub fn encode_in<M: Channel>(
+        &self,
+        envelope: &Envelope<M>,
+        block: &mut BytesMut,
+    ) -> ZmqMessage {
+        // Room for any usual message; a larger one makes the block grow as it is written.
+        if block.capacity() - block.len() < 4096 {
+            *block = BytesMut::with_capacity(BLOCK);
+        }
+        let topic = Bytes::from_static(envelope.body.topic().as_bytes());
+        pack_into(envelope, block);
+        let packed = block.split().freeze();
+        match &self.key {
+            Some(key) => {
+                block.extend_from_slice(&key.tag(&topic, &packed));
+                let tag = block.split().freeze();
+                message([topic, packed, tag])
+            }
+            None => message([topic, packed]),
+        }
     }
 
     /// Checks frames and tag, then decodes the envelope as the message of channel `M` that
@@ -64,12 +88,34 @@ impl Codec {
     }
 }
 
+/// Size of the blocks [`Codec::encode_in`] writes messages into.
+pub const BLOCK: usize = 64 * 1024;
+
+/// A message of `frames`, its list allocated once at its size.
+fn message<const N: usize>(frames: [Bytes; N]) -> ZmqMessage {
+    let frames = Vec::from(frames);
+    // N is never 0 here, so this never falls back.
+    ZmqMessage::try_from(frames).unwrap_or_else(|_| ZmqMessage::from(Bytes::new()))
+}
+
 /// MessagePack with named fields. This is the one place a message is serialised, and it cannot
 /// fail: every message type is a plain derived struct or untagged enum of strings, integers,
 /// byte strings and vectors of those, and the output is a `Vec`, whose writes never fail.
 fn pack<M: Serialize>(envelope: &Envelope<M>) -> Vec<u8> {
+    let mut packed = Vec::with_capacity(128);
+    write(envelope, &mut packed);
+    packed
+}
+
+/// [`pack`], appended to `block`: a `BytesMut` grows as it is written, so these writes never
+/// fail either.
+fn pack_into<M: Serialize>(envelope: &Envelope<M>, block: &mut BytesMut) {
+    write(envelope, &mut block.writer());
+}
+
+fn write<M: Serialize>(envelope: &Envelope<M>, out: &mut impl std::io::Write) {
     #[allow(clippy::expect_used)]
-    rmp_serde::to_vec_named(envelope).expect("a protocol message always serialises")
+    rmp_serde::encode::write_named(out, envelope).expect("a protocol message always serialises");
 }
 
 #[cfg(test)]
@@ -174,6 +220,28 @@ mod tests {
         Codec::new(Some(
             SharedKey::from_bytes(b"0123456789abcdef-test").unwrap(),
         ))
+    }
+
+    #[test]
+    fn a_message_encoded_into_a_shared_block_is_the_message_encoded_alone() {
+        for codec in [Codec::default(), keyed()] {
+            let mut block = BytesMut::new();
+            let mut kept = Vec::new();
+            // Enough messages to fill several blocks, each kept until the end: a block that
+            // is replaced must leave the frames already handed out as they were.
+            for seq in 1..=3 * BLOCK as u64 / 64 {
+                for body in events() {
+                    let envelope = origin().envelope(seq, body);
+                    let alone = codec.encode(&envelope);
+                    let shared = codec.encode_in(&envelope, &mut block);
+                    assert_eq!(shared.len(), alone.len());
+                    kept.push((alone, shared));
+                }
+            }
+            for (alone, shared) in kept {
+                assert_eq!(shared.into_vec(), alone.into_vec());
+            }
+        }
     }
 
     fn round_trip<M: Channel + PartialEq + std::fmt::Debug>(codec: &Codec, body: M) {
