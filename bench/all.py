@@ -36,7 +36,8 @@ SCRIPTS = [
      ["--rounds", "1", "--duration", "2"]),
     ("signatures", "signatures.py", [], ["--rounds", "1", "--duration", "2"]),
     ("replay", "replay.py", [],
-     ["--rounds", "1", "--duration", "2", "--catch-up-events", "20000", "--no-memory"]),
+     ["--rounds", "1", "--duration", "2", "--catch-up-events", "20000", "--flood-events",
+      "200000", "--no-memory"]),
     ("latency", "latency.py", [], ["--rounds", "1", "--duration", "2", "--seconds", "3"]),
     ("fanout", "fanout.py", [], ["--rounds", "1", "--duration", "2"]),
 ]

@@ -96,7 +96,28 @@ def signatures(f):
             f"{n(openssl)} verify/s; one verifier gives {f['ratios']['one_over_openssl']:.2f} of "
             f"it, two on the same cores {f['ratios']['two_over_one']:.2f} of one):\n\n"
             + table(["run", "req/s", "p50 / p99", "CPU per request, all processes", "others"],
-                    rows))
+                    rows) + signature_targets(f))
+
+
+# The speed issue's three targets for the signature path, as bench/signatures.py decides them.
+SIGNATURE_TARGETS = [
+    ("end_to_end", "1-verifier req/s against one core's openssl verify/s", "≥ {:g}", "{:.2f}"),
+    ("publisher", "publisher CPU per signature request against per `/downcase` request",
+     "≤ {:g} ×", "{:.2f} ×"),
+    ("verifier_overhead", "verifier CPU per request beyond the RSA arithmetic", "≤ {:g} µs",
+     "{:.1f} µs"),
+]
+
+
+def signature_targets(f):
+    """The targets' lines under the table; nothing for a run from before they were printed."""
+    targets = f.get("targets")
+    if not targets:
+        return ""
+    rows = [[what, shown.format(targets[key]["value"]), limit.format(targets[key]["limit"]),
+             "met" if targets[key]["met"] else "NOT met"]
+            for key, what, limit, shown in SIGNATURE_TARGETS if key in targets]
+    return "\n\n" + table(["target", "measured", "limit", "verdict"], rows)
 
 
 def replay(f):
