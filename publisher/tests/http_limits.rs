@@ -45,6 +45,32 @@ async fn stalled_post(http: SocketAddr) -> TcpStream {
     stream
 }
 
+/// Waits until the stalled requests in `holders` hold every slot, and returns the answer of
+/// the request shed for it. A probing GET takes a slot while it is served: a stalled POST
+/// that arrived meanwhile was the one shed (it has an answer, or is closed), so it is
+/// replaced by a new one and the probe goes on.
+async fn until_holding_every_slot(app: &TestApp, holders: &mut [TcpStream]) -> reqwest::Response {
+    wait_until(
+        "the stalled requests to hold every slot",
+        PATIENCE,
+        async || {
+            let response = app.api.get("/downcase?param=x").await;
+            if response.status() == 503 {
+                return Some(response);
+            }
+            for holder in holders.iter_mut() {
+                let mut byte = [0u8; 1];
+                match holder.try_read(&mut byte) {
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    _ => *holder = stalled_post(app.http).await,
+                }
+            }
+            None
+        },
+    )
+    .await
+}
+
 /// Everything the server sends until it closes the connection, as text.
 async fn read_to_close(stream: &mut TcpStream) -> String {
     let mut answer = Vec::new();
@@ -60,11 +86,7 @@ async fn requests_past_the_concurrency_limit_get_a_fast_503_and_the_service_reco
     // Arrange: two requests hold both slots.
     let app = spawn_app(&[("MAX_CONCURRENT_REQUESTS", "2")]).await;
     let mut holders = vec![stalled_post(app.http).await, stalled_post(app.http).await];
-    let shed = wait_until("a request to be shed", PATIENCE, async || {
-        let response = app.api.get("/downcase?param=x").await;
-        (response.status() == 503).then_some(response)
-    })
-    .await;
+    let shed = until_holding_every_slot(&app, &mut holders).await;
 
     // Act
     let started = Instant::now();
@@ -254,11 +276,9 @@ async fn head_on_downcase_is_refused_and_publishes_nothing() {
 async fn a_request_in_progress_at_sigterm_is_answered_before_the_publisher_exits() {
     // Arrange: one slot, taken by a request still sending its body.
     let mut app = spawn_app(&[("MAX_CONCURRENT_REQUESTS", "1")]).await;
-    let mut in_progress = stalled_post(app.http).await;
-    wait_until("the request to take the slot", PATIENCE, async || {
-        (app.api.get("/downcase?param=x").await.status() == 503).then_some(())
-    })
-    .await;
+    let mut holders = [stalled_post(app.http).await];
+    until_holding_every_slot(&app, &mut holders).await;
+    let [mut in_progress] = holders;
 
     // Act
     app.publisher.process.sigterm();
