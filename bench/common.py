@@ -127,15 +127,19 @@ def metrics(base):
             (line.rpartition(" ") for line in lines if line and not line.startswith("#"))}
 
 
-def start(children, workdir, name, env, stderr_name=None):
-    """Starts a release binary; its own logs (JSON) go to workdir/<stderr_name or name>.stderr.
-    A worker's health port is on loopback port 0 unless `env` says otherwise, so workers
-    started side by side (two verifiers, several subscribers) never fight over its default."""
+def start(children, workdir, name, env, stderr_name=None, program=None, args=(), piped=False):
+    """Starts a release binary (`program`, default the one called `name`, with `args`); its
+    own logs (JSON) go to workdir/<stderr_name or name>.stderr. A worker's health port is on
+    loopback port 0 unless `env` says otherwise, so workers started side by side (two
+    verifiers, several subscribers) never fight over its default. `piped`: its stdin and
+    stdout are text pipes to this process, for a program driven by commands."""
     env = {**os.environ, "LOG_JSON": "true", "RUST_LOG": "info,zeromq=error",
            "HEALTH_ADDR": "127.0.0.1:0", **env}
     with open(workdir / f"{stderr_name or name}.stderr", "w") as stderr:
-        children.append(subprocess.Popen([RELEASE / name], env=env, cwd=workdir,
-                                         stdin=subprocess.DEVNULL, stdout=stderr, stderr=stderr))
+        children.append(subprocess.Popen(
+            [program or RELEASE / name, *args], env=env, cwd=workdir, stderr=stderr,
+            stdin=subprocess.PIPE if piped else subprocess.DEVNULL,
+            stdout=subprocess.PIPE if piped else stderr, text=piped))
     return children[-1]
 
 

@@ -242,13 +242,9 @@ def live(args, workdir, scripts):
     """(1): the publishing path flooded without HTTP, every event checked in the log."""
     children = []
     try:
-        with open(workdir / "publisher.stderr", "w") as stderr:
-            env = {**os.environ, "LOG_JSON": "true", "RUST_LOG": "info,zeromq=error",
-                   **common.PUBLISHER_ENV}
-            flood = subprocess.Popen([args.flood, "--tasks", str(args.flood_tasks)], env=env,
-                                     cwd=workdir, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=stderr, text=True)
-            children.append(flood)
+        flood = common.start(children, workdir, "publisher", common.PUBLISHER_ENV,
+                             program=args.flood, args=["--tasks", str(args.flood_tasks)],
+                             piped=True)
         bound = common.wait_for("the flood's publisher",
                                 lambda: common.listening(workdir / "publisher.stderr"))
         base = f"http://{bound['http']}"
@@ -263,7 +259,6 @@ def live(args, workdir, scripts):
 
         def warmed_up():  # the slow joiner: publish until one warm-up makes it to the log
             command(f"warm {next(tries)}")
-            time.sleep(0.05)
             return log.exists() and 'param="warmup-' in log.read_text()
         common.wait_for("the subscriber to log a warm-up event", warmed_up)
         joined = common.wait_for("the subscriber's first catch-up to end", lambda: (

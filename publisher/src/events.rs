@@ -350,15 +350,14 @@ impl SocketOwner {
         let mut run: Option<(&'static str, u64)> = None;
         for (seq, topic, message) in encoded.drain(..) {
             self.last_seq = seq;
-            run = match run {
-                Some((current, n)) if current == topic => Some((current, n + 1)),
-                other => {
-                    if let Some((current, n)) = other {
-                        self.count(current, n);
+            match &mut run {
+                Some((current, n)) if *current == topic => *n += 1,
+                _ => {
+                    if let Some((ended, n)) = run.replace((topic, 1)) {
+                        self.count(ended, n);
                     }
-                    Some((topic, 1))
                 }
-            };
+            }
             send(&mut self.socket, message).await;
         }
         if let Some((topic, n)) = run {

@@ -2,7 +2,7 @@
 //! and heartbeats while none flow.
 
 use crate::canonical;
-use crate::channel::{Channel, open_as};
+use crate::channel::{Channel, open_direct_or_as};
 use crate::envelope::Envelope;
 use crate::error::DecodeError;
 use crate::event::Event;
@@ -44,10 +44,9 @@ impl Channel for Broadcast {
 
     fn open(topic: &str, packed: &[u8]) -> Result<Envelope<Self>, DecodeError> {
         match topic {
-            HEARTBEAT_TOPIC => match canonical::heartbeat(packed) {
-                Some(envelope) => Ok(envelope.map(Broadcast::Heartbeat)),
-                None => open_as(packed, Broadcast::Heartbeat),
-            },
+            HEARTBEAT_TOPIC => {
+                open_direct_or_as(packed, canonical::heartbeat, Broadcast::Heartbeat)
+            }
             _ => Event::open(topic, packed).map(|e| e.map(Broadcast::Event)),
         }
     }

@@ -53,6 +53,19 @@ pub(crate) fn open_as<B: DeserializeOwned, M>(
     Ok(envelope.map(wrap))
 }
 
+/// [`open_as`], tried first by `direct` (one of `crate::canonical`'s readers), which reads
+/// the layout this crate writes straight from the bytes and leaves anything else to serde.
+pub(crate) fn open_direct_or_as<B: DeserializeOwned, M>(
+    packed: &[u8],
+    direct: fn(&[u8]) -> Option<Envelope<B>>,
+    wrap: impl FnOnce(B) -> M,
+) -> Result<Envelope<M>, DecodeError> {
+    match direct(packed) {
+        Some(envelope) => Ok(envelope.map(wrap)),
+        None => open_as(packed, wrap),
+    }
+}
+
 /// Reads `packed` as a `T`, nested at most [`MAX_DEPTH`] deep.
 fn unpack<T: DeserializeOwned>(packed: &[u8]) -> Result<T, rmp_serde::decode::Error> {
     let mut reader = rmp_serde::Deserializer::from_read_ref(packed);

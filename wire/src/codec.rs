@@ -26,15 +26,8 @@ impl Codec {
 
     /// Builds the multipart message for an envelope: topic, envelope and, with a key, the tag.
     pub fn encode<M: Channel>(&self, envelope: &Envelope<M>) -> ZmqMessage {
-        let topic = Bytes::from_static(envelope.body.topic().as_bytes());
         let packed = Bytes::from(pack(envelope));
-        match &self.key {
-            Some(key) => {
-                let tag = Bytes::copy_from_slice(&key.tag(&topic, &packed));
-                message([topic, packed, tag])
-            }
-            None => message([topic, packed]),
-        }
+        self.frames(envelope, packed, Bytes::copy_from_slice)
     }
 
     /// The message [`Codec::encode`] builds, with the envelope and the tag written at the end
@@ -50,13 +43,25 @@ impl Codec {
         if block.capacity() - block.len() < 4096 {
             *block = BytesMut::with_capacity(BLOCK);
         }
-        let topic = Bytes::from_static(envelope.body.topic().as_bytes());
         pack_into(envelope, block);
         let packed = block.split().freeze();
+        self.frames(envelope, packed, |tag| {
+            block.extend_from_slice(tag);
+            block.split().freeze()
+        })
+    }
+
+    /// The topic, `packed` and, with a key, the tag as `keep` keeps its bytes.
+    fn frames<M: Channel>(
+        &self,
+        envelope: &Envelope<M>,
+        packed: Bytes,
+        keep: impl FnOnce(&[u8]) -> Bytes,
+    ) -> ZmqMessage {
+        let topic = Bytes::from_static(envelope.body.topic().as_bytes());
         match &self.key {
             Some(key) => {
-                block.extend_from_slice(&key.tag(&topic, &packed));
-                let tag = block.split().freeze();
+                let tag = keep(&key.tag(&topic, &packed));
                 message([topic, packed, tag])
             }
             None => message([topic, packed]),

@@ -1,7 +1,7 @@
 //! Events: what the publisher announces and subscribers log, one kind per outcome.
 
 use crate::canonical;
-use crate::channel::{Channel, not_on, open_as};
+use crate::channel::{Channel, not_on, open_as, open_direct_or_as};
 use crate::envelope::Envelope;
 use crate::error::DecodeError;
 use serde::{Deserialize, Serialize};
@@ -46,14 +46,12 @@ impl Channel for Event {
 
     fn open(topic: &str, packed: &[u8]) -> Result<Envelope<Self>, DecodeError> {
         match topic {
-            topic::DOWNCASE => match canonical::downcase(packed) {
-                Some(envelope) => Ok(envelope.map(Event::Downcase)),
-                None => open_as(packed, Event::Downcase),
-            },
-            topic::SIGNATURE_REQUESTED => match canonical::signature_requested(packed) {
-                Some(envelope) => Ok(envelope.map(Event::SignatureRequested)),
-                None => open_as(packed, Event::SignatureRequested),
-            },
+            topic::DOWNCASE => open_direct_or_as(packed, canonical::downcase, Event::Downcase),
+            topic::SIGNATURE_REQUESTED => open_direct_or_as(
+                packed,
+                canonical::signature_requested,
+                Event::SignatureRequested,
+            ),
             topic::SIGNATURE_VERIFIED | topic::SIGNATURE_FAILED => {
                 let envelope = open_as(packed, Event::SignatureOutcome)?;
                 // The status decides the topic: a `valid` outcome under `signature.failed`
