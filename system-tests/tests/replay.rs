@@ -3,7 +3,7 @@
 //! joins late, one killed mid-stream and started again, several publishers one of which
 //! restarts, one frozen with SIGSTOP (which costs the publisher no more than its backlog
 //! budget), and with a shared key — and what the replay window no longer holds is one
-//! explicit gap line, never a silent hole. The real binaries, killed for real.
+//! explicit gap line, never a silent hole, whether the subscriber was killed or stopped. The real binaries, killed for real.
 
 use bytes::Bytes;
 use std::collections::VecDeque;
@@ -741,6 +741,65 @@ async fn a_stopped_subscriber_costs_the_publisher_only_its_backlog_budget_and_ca
     until_last_logged(&system, &away, 256 * 1024).await;
     let acked: Vec<Acked> = warm.into_iter().chain(away).collect();
     assert_logged_exactly(&system.read_log(), &acked);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_subscriber_whose_events_left_a_small_window_gets_one_expired_gap_line_then_the_rest()
+ {
+    // Arrange: a publisher that holds at most 1 MiB for a subscriber that does not read and
+    // keeps only its last 500 events, and a subscriber following it; events of 32 KiB, so
+    // that what is published while it is stopped (48 MiB) is far more than the budget and the
+    // kernel's socket buffers take.
+    const WINDOW: u64 = 500;
+    let system = TestSystem::new();
+    let _publisher = system
+        .start_publisher_with(&[
+            ("MAX_SUBSCRIBER_BACKLOG_BYTES", BACKLOG_BUDGET.to_string()),
+            ("MAX_PARAM_BYTES", (64 * 1024).to_string()),
+            ("REPLAY_WINDOW_EVENTS", WINDOW.to_string()),
+        ])
+        .await;
+    let subscriber = system.start_subscriber(&[]);
+    let warm = publish(system.api(), "warm", 100).await;
+    until_lines(&system, 100, PATIENCE).await;
+
+    // Act: 1 500 large events while it is frozen with its connections open, then SIGCONT.
+    subscriber.pause();
+    let label = format!("stopped-{}", "X".repeat(16 * 1024));
+    let away = publish(system.api(), &label, 1500).await;
+    subscriber.resume();
+
+    // Assert: what reached it before it was cut, in order; then one gap line from the next
+    // number to the one before the oldest the window holds, `expired`; then exactly the
+    // window's events.
+    until_last_logged(&system, &away, 256 * 1024).await;
+    let lines = system.read_log();
+    let acked: Vec<Acked> = warm.into_iter().chain(away).collect();
+    let newest = acked.last().expect("events were published").seq;
+    let oldest_held = newest - WINDOW + 1;
+    let gaps: Vec<usize> = (0..lines.len())
+        .filter(|&i| lines[i].topic == "gap")
+        .collect();
+    assert_eq!(gaps.len(), 1, "one gap line: {gaps:?}");
+    let at = gaps[0];
+    assert!(at >= 100, "the warm-up events come first");
+    assert_logged_exactly(&lines[..at], &acked[..at]);
+    let gap = &lines[at];
+    assert_eq!(
+        (gap.publisher.as_str(), gap.seq),
+        (PUBLISHER_ID, acked[at].seq),
+        "{gap:?}"
+    );
+    assert_eq!(gap.fields["last"], (oldest_held - 1).to_string(), "{gap:?}");
+    assert_eq!(
+        gap.fields["missing"],
+        (oldest_held - acked[at].seq).to_string(),
+        "{gap:?}"
+    );
+    assert_eq!(gap.fields["reason"], "expired", "{gap:?}");
+    let held: Vec<Acked> = acked.into_iter().filter(|a| a.seq >= oldest_held).collect();
+    assert_eq!(held.len() as u64, WINDOW);
+    assert_logged_exactly(&lines[at + 1..], &held);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
