@@ -120,6 +120,24 @@ impl Events {
         self.publish_with(event, Some(accepted)).await
     }
 
+    /// Numbers `event` and queues it when that needs no wait: the queue has room and no
+    /// journal is in the way. Otherwise gives the event back, unnumbered, for
+    /// [`publish`](Events::publish).
+    pub fn try_publish(&self, event: Event) -> Result<Published, Event> {
+        let seq = match &self.path {
+            Path::Disabled => self.number(|_| ()),
+            Path::Socket(queue) => {
+                let Ok(permit) = queue.try_reserve() else {
+                    return Err(event);
+                };
+                let body = Broadcast::Event(event);
+                self.number(|seq| permit.send(self.identity.envelope(seq, body)))
+            }
+            Path::Journal(_) => return Err(event),
+        };
+        Ok(Published { seq })
+    }
+
     async fn publish_with(
         &self,
         event: Event,

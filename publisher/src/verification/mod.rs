@@ -7,7 +7,8 @@
 //! - [`registry`]: the verifiers heard from and their keys, as a snapshot ready for the API;
 //! - [`dispatcher`]: the decisions (send, send again, conclude), with no I/O;
 //! - [`sockets`]: the PUSH and PULL sockets, each owned by a task;
-//! - [`driver`]: the task that runs the dispatcher between them and the one timer.
+//! - [`driver`]: carries out the decisions on the tasks that bring the news (the handler, the
+//!   PULL task) under one lock, and runs the one timer.
 
 mod dispatcher;
 mod driver;
@@ -18,10 +19,11 @@ pub use dispatcher::Job;
 pub use registry::Snapshot;
 
 use crate::events::Events;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 use wire::Codec;
 
 /// Delivery settings.
@@ -55,12 +57,25 @@ pub struct Settings {
 #[error("the verification queue is full")]
 pub struct Busy;
 
-/// What the API asks of verification; cheap to clone.
+/// What the API asks of verification; cheap to clone. Once every clone is dropped the
+/// dispatcher takes no more jobs, lets the tasks in flight end and stops.
 #[derive(Clone)]
 pub struct Verification {
-    jobs: mpsc::Sender<Job>,
+    shared: Arc<driver::Shared>,
+    _api: Arc<Api>,
     present: watch::Receiver<Arc<Snapshot>>,
     verifier_timeout: Duration,
+}
+
+/// Dropped with the last [`Verification`]: tells the dispatcher the API is gone.
+struct Api(Weak<driver::Shared>);
+
+impl Drop for Api {
+    fn drop(&mut self) {
+        if let Some(shared) = self.0.upgrade() {
+            shared.stop();
+        }
+    }
 }
 
 impl Verification {
@@ -78,33 +93,45 @@ impl Verification {
     /// dispatcher running: it stops when the API's handles are gone, resubmitted or not.
     pub fn resubmitter(&self) -> Resubmitter {
         Resubmitter {
-            jobs: self.jobs.downgrade(),
+            shared: Arc::downgrade(&self.shared),
             present: self.present.clone(),
         }
     }
 
-    /// Queues a job without waiting.
+    /// Takes a job without waiting: its task is sent at once, on this task.
     pub fn submit(&self, job: Job) -> Result<(), Busy> {
-        self.jobs.try_send(job).map_err(|_| Busy)
+        self.shared.submit(job).map_err(|_| Busy)
     }
 }
 
 /// Queues the jobs of requests read back from the journal.
 pub struct Resubmitter {
-    jobs: mpsc::WeakSender<Job>,
+    shared: Weak<driver::Shared>,
     present: watch::Receiver<Arc<Snapshot>>,
 }
 
 impl Resubmitter {
     /// Queues `job` once a verifier is present and the queue has room: such a request has no
     /// client waiting to be told 503. Fails when the dispatcher has stopped.
-    pub async fn resubmit(&mut self, job: Job) -> Result<(), Busy> {
+    pub async fn resubmit(&mut self, mut job: Job) -> Result<(), Busy> {
         self.present
             .wait_for(|p| p.verifiers > 0)
             .await
             .map_err(|_| Busy)?;
-        let jobs = self.jobs.upgrade().ok_or(Busy)?;
-        jobs.send(job).await.map_err(|_| Busy)
+        loop {
+            let shared = self.shared.upgrade().ok_or(Busy)?;
+            let room = shared.room();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            match shared.submit(job) {
+                Ok(()) => return Ok(()),
+                Err(driver::Refused(back)) => job = back,
+            }
+            if shared.is_stopping() {
+                return Err(Busy);
+            }
+            room.await;
+        }
     }
 }
 
@@ -124,23 +151,56 @@ pub async fn start(
     )
     .await?;
     let endpoints = sockets.endpoints.clone();
-    let (outbox, replies) = sockets.start(codec.clone(), settings.queue_capacity);
     let (registry, present) = registry::Registry::new(settings.verifier_timeout);
-    let driver = driver::Driver {
-        dispatcher: dispatcher::Dispatcher::new(
+    let core = driver::Core::new(
+        dispatcher::Dispatcher::new(
             events.identity().clone(),
             settings.task_timeout,
             settings.task_attempts,
         ),
         registry,
+    );
+    // The shared state needs the outbox, and the PULL task the shared state: it reaches it
+    // through a cell filled once both exist.
+    let stop_replies = CancellationToken::new();
+    let cell: Arc<OnceLock<Weak<driver::Shared>>> = Arc::new(OnceLock::new());
+    let receive = {
+        let cell = Arc::clone(&cell);
+        let mut shared: Option<Arc<driver::Shared>> = None;
+        move |reply| {
+            if shared.is_none() {
+                shared = cell.get().and_then(Weak::upgrade);
+            }
+            if let Some(shared) = &shared {
+                shared.receive(reply);
+            }
+        }
+    };
+    let (outbox, replies) = sockets.start(
+        codec.clone(),
+        settings.queue_capacity,
+        receive,
+        stop_replies.clone(),
+    );
+    let (shared, outcomes) = driver::Shared::new(
+        core,
         codec,
         outbox,
-        journaled: settings.journaled,
-    };
-    let (jobs_tx, jobs) = mpsc::channel(settings.queue_capacity);
-    let task = tokio::spawn(driver.run(jobs, replies, events, settings.max_in_flight));
+        events,
+        settings.queue_capacity,
+        settings.max_in_flight,
+        settings.journaled,
+    );
+    let _ = cell.set(Arc::downgrade(&shared));
+    let task = tokio::spawn(driver::run(
+        Arc::clone(&shared),
+        replies,
+        stop_replies,
+        outcomes,
+    ));
     let handle = Verification {
-        jobs: jobs_tx,
+        _api: Arc::new(Api(Arc::downgrade(&shared))),
+        shared,
         present,
         verifier_timeout: settings.verifier_timeout,
     };

@@ -1,15 +1,12 @@
-//! The task and result sockets, each owned by a task of its own so the dispatcher never waits
-//! on one: sending may wait on a slow verifier (PUSH), and receiving decodes and checks every
-//! reply's tag (PULL).
+//! The task and result sockets, each owned by a task of its own so no decision ever waits on
+//! one: sending may wait on a slow verifier (PUSH), and receiving decodes and checks every
+//! reply's tag (PULL) and hands it straight to the dispatcher's shared state.
 
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 use wire::{Codec, Envelope, Reply};
 use zeromq::{PullSocket, PushSocket, Socket, SocketRecv, SocketSend, ZmqMessage};
-
-/// Replies decoded but not yet taken by the dispatcher. When full, the PULL task waits, and
-/// so in turn do the ZMQ library's queue and the verifiers' PUSH sockets: a reply is never
-/// dropped inside the process.
-const REPLIES_CAPACITY: usize = 1024;
 
 /// The two sockets, bound, with the guards in front of them.
 pub struct Bound {
@@ -50,21 +47,23 @@ pub async fn bind(
 impl Bound {
     /// Starts the owner tasks. Returns the outbox for encoded tasks, which holds at most
     /// `outbox_capacity` (whoever sends into it decides what a full outbox means), and the
-    /// replies as they are decoded. Both tasks end once their other ends are dropped.
+    /// PULL task, which hands each reply as it is decoded to `receive` until `stop` is
+    /// cancelled. The PUSH task ends once the outbox is dropped.
     pub fn start(
         self,
         codec: Codec,
         outbox_capacity: usize,
-    ) -> (mpsc::Sender<ZmqMessage>, mpsc::Receiver<Envelope<Reply>>) {
+        receive: impl FnMut(Envelope<Reply>) + Send + 'static,
+        stop: CancellationToken,
+    ) -> (mpsc::Sender<ZmqMessage>, JoinHandle<()>) {
         let (outbox, outbox_rx) = mpsc::channel(outbox_capacity);
-        let (replies_tx, replies) = mpsc::channel(REPLIES_CAPACITY);
         let [push_guard, pull_guard] = self.guards;
         tokio::spawn(async move {
             push_tasks(self.push, outbox_rx).await;
             drop(push_guard);
         });
-        tokio::spawn(async move {
-            pull_replies(self.pull, codec, replies_tx).await;
+        let replies = tokio::spawn(async move {
+            pull_replies(self.pull, codec, receive, stop).await;
             drop(pull_guard);
         });
         (outbox, replies)
@@ -81,22 +80,24 @@ async fn push_tasks(mut push: PushSocket, mut outbox: mpsc::Receiver<ZmqMessage>
     }
 }
 
-/// Decodes what arrives on the PULL socket and passes valid replies on, until the receiving
-/// end is dropped. Anything that does not decode is counted and dropped.
-async fn pull_replies(mut pull: PullSocket, codec: Codec, replies: mpsc::Sender<Envelope<Reply>>) {
+/// Decodes what arrives on the PULL socket and hands valid replies to `receive` until `stop`.
+/// Anything that does not decode is counted and dropped. `receive` never waits, so neither
+/// does reading.
+async fn pull_replies(
+    mut pull: PullSocket,
+    codec: Codec,
+    mut receive: impl FnMut(Envelope<Reply>),
+    stop: CancellationToken,
+) {
     let rejects = plumbing::Rejects::new("a message that could not be decoded");
     loop {
         let message = tokio::select! {
-            () = replies.closed() => break,
+            () = stop.cancelled() => break,
             message = pull.recv() => message,
         };
         match message {
             Ok(message) => match codec.decode::<Reply>(&message) {
-                Ok(envelope) => {
-                    if replies.send(envelope).await.is_err() {
-                        break;
-                    }
-                }
+                Ok(envelope) => receive(envelope),
                 Err(e) => {
                     rejects.record("results socket", &e);
                 }
