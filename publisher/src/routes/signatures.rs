@@ -237,9 +237,11 @@ fn decode_hex(digits: &[u8], out: &mut [u8]) -> bool {
 
 /// `bytes` in lower-case hex, as `hex::encode` writes it without its per-character iterator.
 fn lower_hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut text = String::with_capacity(bytes.len() * 2);
-    for nibble in bytes.iter().flat_map(|b| [b >> 4, b & 0xf]) {
-        text.push(char::from_digit(nibble.into(), 16).unwrap_or('0'));
+    for &byte in bytes {
+        text.push(char::from(DIGITS[usize::from(byte >> 4)]));
+        text.push(char::from(DIGITS[usize::from(byte & 0xf)]));
     }
     text
 }
@@ -353,6 +355,13 @@ mod tests {
         assert!(matches!(plain.document, Cow::Borrowed(b"doc")));
         assert_eq!(&*escaped.document, "a\"b\né".as_bytes());
         assert_eq!(escaped.signature, vec![0x0a, 0xff]);
+    }
+
+    #[test]
+    fn hex_encodes_as_the_hex_crate_encodes() {
+        let bytes: Vec<u8> = (0..=255).collect();
+        assert_eq!(lower_hex(&bytes), hex::encode(&bytes));
+        assert_eq!(lower_hex(&[]), "");
     }
 
     #[test]
