@@ -196,7 +196,8 @@ impl Results {
     /// Adds a pending request and returns it. Expired records go first; when still full, the
     /// oldest ended one makes room. A pending one is never dropped: then the store is [`Full`].
     pub fn insert(&self, id: &str, key: String) -> Result<Arc<Request>, Full> {
-        self.insert_made(id, key, Instant::now())
+        let now = Instant::now();
+        self.insert_made(id, key, now, now)
     }
 
     /// Adds a request read back from the journal, made `age` ago; `None` when it has expired
@@ -205,15 +206,22 @@ impl Results {
         if age >= self.ttl {
             return None;
         }
-        let made = Instant::now().checked_sub(age).unwrap_or_else(Instant::now);
-        self.insert_made(id, key, made).ok()
+        let now = Instant::now();
+        let made = now.checked_sub(age).unwrap_or(now);
+        self.insert_made(id, key, made, now).ok()
     }
 
-    fn insert_made(&self, id: &str, key: String, made: Instant) -> Result<Arc<Request>, Full> {
+    /// Adds a request made at `made`, expiring what has expired by `now`.
+    fn insert_made(
+        &self,
+        id: &str,
+        key: String,
+        made: Instant,
+        now: Instant,
+    ) -> Result<Arc<Request>, Full> {
         // Made outside the lock: the allocations need not hold up other requests.
         let request = Arc::new(Request::made(id, key, made));
         let mut inner = self.lock();
-        let now = Instant::now();
         while let Some(oldest) = inner.order.front() {
             if !oldest.expired(now, self.ttl) {
                 break;
