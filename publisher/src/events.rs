@@ -111,11 +111,11 @@ impl Events {
     }
 
     /// Publishes the `signature.requested` event of an accepted request, journaled with what
-    /// verifying the request again takes.
+    /// verifying the request again takes (copied only when there is a journal to hold it).
     pub async fn publish_accepted(
         &self,
         event: Event,
-        accepted: Accepted,
+        accepted: &Accepted,
     ) -> Result<Published, PublishError> {
         self.publish_with(event, Some(accepted)).await
     }
@@ -141,7 +141,7 @@ impl Events {
     async fn publish_with(
         &self,
         event: Event,
-        accepted: Option<Accepted>,
+        accepted: Option<&Accepted>,
     ) -> Result<Published, PublishError> {
         let body = Broadcast::Event(event);
         let seq = match &self.path {
@@ -160,6 +160,8 @@ impl Events {
                     .reserve()
                     .await
                     .map_err(|_| PublishError::Stopped)?;
+                // Copied outside the numbering lock.
+                let accepted = accepted.cloned();
                 let seq = self.number(|seq| {
                     let envelope = self.identity.envelope(seq, body);
                     permit.send(Entry { envelope, accepted });

@@ -26,6 +26,15 @@ pub fn optional_param(
     name: &str,
     max_bytes: usize,
 ) -> Result<Option<String>, ApiError> {
+    Ok(find_param(query, name, max_bytes)?.map(Cow::into_owned))
+}
+
+/// [`optional_param`], borrowing the value from `query` when decoding changes nothing.
+fn find_param<'a>(
+    query: &'a str,
+    name: &str,
+    max_bytes: usize,
+) -> Result<Option<Cow<'a, str>>, ApiError> {
     let mut found = None;
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
@@ -46,7 +55,7 @@ pub fn optional_param(
         if value.len() > max_bytes.saturating_mul(3) {
             return Err(too_long(value.len()));
         }
-        let value = decode(value, name)?.into_owned();
+        let value = decode(value, name)?;
         if value.len() > max_bytes {
             return Err(too_long(value.len()));
         }
@@ -57,13 +66,16 @@ pub fn optional_param(
 
 /// `?wait=2s` (any humantime duration, or plain seconds), capped at `max`; `None` when absent.
 pub fn wait(query: &str, max: Duration) -> Result<Option<Duration>, ApiError> {
-    let Some(value) = optional_param(query, "wait", MAX_WAIT_BYTES)? else {
+    let Some(value) = find_param(query, "wait", MAX_WAIT_BYTES)? else {
         return Ok(None);
     };
-    let wait = value
-        .parse::<f64>()
-        .ok()
-        .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
+    let wait = whole_seconds_or_millis(&value)
+        .or_else(|| {
+            value
+                .parse::<f64>()
+                .ok()
+                .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
+        })
         .or_else(|| humantime::parse_duration(&value).ok())
         .ok_or_else(|| {
             ApiError::BadRequest(format!("`wait` is not a duration: {value:?} (try 5s)"))
@@ -71,16 +83,32 @@ pub fn wait(query: &str, max: Duration) -> Result<Option<Duration>, ApiError> {
     Ok(Some(wait.min(max)))
 }
 
-fn decode<'a>(raw: &'a str, what: &str) -> Result<Cow<'a, str>, ApiError> {
-    let spaced: Cow<'a, str> = if raw.contains('+') {
-        Cow::Owned(raw.replace('+', " "))
-    } else {
-        Cow::Borrowed(raw)
+/// `10s` or `250ms` read directly, as humantime reads them (and as no float parses); `None`
+/// for anything else.
+fn whole_seconds_or_millis(value: &str) -> Option<Duration> {
+    let (digits, unit): (_, fn(u64) -> Duration) = match value.strip_suffix("ms") {
+        Some(digits) => (digits, Duration::from_millis),
+        None => (value.strip_suffix('s')?, Duration::from_secs),
     };
-    let decoded = percent_decode_str(&spaced).decode_utf8().map_err(|_| {
-        ApiError::BadRequest(format!("{what} is not valid UTF-8 once percent-decoded"))
-    })?;
-    Ok(Cow::Owned(decoded.into_owned()))
+    // Nine digits at most: no overflow to think about, and far past any cap.
+    if digits.is_empty() || digits.len() > 9 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok().map(unit)
+}
+
+/// `raw` with `+` as a space and percent escapes decoded, borrowed when neither occurs.
+fn decode<'a>(raw: &'a str, what: &str) -> Result<Cow<'a, str>, ApiError> {
+    let invalid =
+        || ApiError::BadRequest(format!("{what} is not valid UTF-8 once percent-decoded"));
+    if raw.contains('+') {
+        let spaced = raw.replace('+', " ");
+        let decoded = percent_decode_str(&spaced)
+            .decode_utf8()
+            .map_err(|_| invalid())?;
+        return Ok(Cow::Owned(decoded.into_owned()));
+    }
+    percent_decode_str(raw).decode_utf8().map_err(|_| invalid())
 }
 
 #[cfg(test)]
@@ -126,23 +154,44 @@ mod tests {
     #[test]
     fn wait_reads_seconds_or_a_duration_capped_at_the_maximum() {
         let max = Duration::from_secs(30);
-        assert_eq!(wait("", max).unwrap(), None);
-        assert_eq!(
-            wait("wait=1.5", max).unwrap(),
-            Some(Duration::from_millis(1500))
-        );
-        assert_eq!(
-            wait("wait=250ms", max).unwrap(),
-            Some(Duration::from_millis(250))
-        );
-        assert_eq!(wait("wait=1h", max).unwrap(), Some(max));
-        assert!(matches!(
-            wait("wait=soon", max),
-            Err(ApiError::BadRequest(_))
-        ));
-        assert!(matches!(
-            wait("wait=1&wait=2", max),
-            Err(ApiError::BadRequest(_))
-        ));
+        let ms = Duration::from_millis;
+        for (query, read) in [
+            ("", None),
+            ("wait=1.5", Some(ms(1500))),
+            ("wait=250ms", Some(ms(250))),
+            ("wait=10s", Some(ms(10_000))),
+            ("wait=%31s", Some(ms(1000))),
+            ("wait=1m", Some(max)),
+            ("wait=1h", Some(max)),
+        ] {
+            assert_eq!(wait(query, max).unwrap(), read, "{query}");
+        }
+        for bad in [
+            "wait=soon",
+            "wait=1&wait=2",
+            "wait=s",
+            "wait=ms",
+            "wait=-1s",
+            "wait=%FF",
+        ] {
+            assert!(
+                matches!(wait(bad, max), Err(ApiError::BadRequest(_))),
+                "{bad}"
+            );
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn whole_seconds_and_millis_read_as_humantime_reads_them(
+            digits in "[0-9]{0,10}",
+            unit in proptest::sample::select(vec!["s", "ms", "sec", "m", "", "ns", "us"]),
+        ) {
+            let value = format!("{digits}{unit}");
+            if let Some(direct) = whole_seconds_or_millis(&value) {
+                proptest::prop_assert_eq!(Some(direct), humantime::parse_duration(&value).ok());
+                proptest::prop_assert!(value.parse::<f64>().is_err());
+            }
+        }
     }
 }

@@ -37,7 +37,16 @@ impl Tag {
 
     /// A fresh, unguessable id naming this tag's publisher.
     pub fn new_id(self) -> String {
-        format!("{self}-{}", uuid::Uuid::new_v4().simple())
+        // Written straight into a string of the right size, not through `format!`.
+        let mut id = String::with_capacity(TAG_LEN + 1 + RANDOM_LEN);
+        for shift in (0..TAG_LEN as u32).rev() {
+            let nibble = (self.0 >> (4 * shift)) & 0xf;
+            id.push(char::from_digit(nibble, 16).unwrap_or('0'));
+        }
+        id.push('-');
+        let mut random = uuid::Uuid::encode_buffer();
+        id.push_str(uuid::Uuid::new_v4().simple().encode_lower(&mut random));
+        id
     }
 }
 
@@ -58,6 +67,7 @@ mod tests {
         let (one, two) = (tag.new_id(), tag.new_id());
 
         assert_eq!(one.len(), TAG_LEN + 1 + RANDOM_LEN);
+        assert!(one.starts_with(&format!("{tag}-")), "{one}");
         assert_ne!(one, two);
         assert_eq!(Tag::in_id(&one), Some(tag));
         assert_ne!(Tag::in_id(&one), Some(Tag::of("pub-b")));

@@ -1,10 +1,13 @@
 //! Signature requests and their outcomes, kept for `GET /signatures/{id}` in a bounded store
 //! with an expiry. A request's id is random, so only the client that made it can ask for it.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::borrow::Borrow;
+use std::collections::{HashSet, VecDeque};
+use std::hash::{Hash, Hasher};
+use std::pin::pin;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
-use tokio::sync::watch;
+use tokio::sync::Notify;
 use wire::SignatureStatus;
 
 /// Where a request stands.
@@ -28,19 +31,32 @@ pub enum State {
 /// record and ends it, so each is stored once and nothing is looked up twice.
 #[derive(Debug)]
 pub struct Request {
-    id: Arc<str>,
+    id: Box<str>,
     key: String,
-    state: watch::Sender<State>,
+    /// When it was made, for the store's expiry.
+    made: Instant,
+    /// Its verdict, set once; unset while pending. Read without a lock.
+    verdict: OnceLock<State>,
+    /// Wakes whoever waits for the verdict ([`Request::ended`]). Inline, unlike a watch
+    /// channel, which allocates its shared state (and nine `Notify`s) for every request.
+    ended: Notify,
 }
 
 impl Request {
     /// A pending request `id` for key `key`, kept by no store (the store makes its own with
-    /// [`Results::insert`]).
+    /// [`Results::insert`]): for the tests of what ends requests.
+    #[cfg(test)]
     pub fn new(id: &str, key: String) -> Self {
+        Self::made(id, key, Instant::now())
+    }
+
+    fn made(id: &str, key: String, made: Instant) -> Self {
         Request {
-            id: Arc::from(id),
+            id: Box::from(id),
             key,
-            state: watch::Sender::new(State::Pending),
+            made,
+            verdict: OnceLock::new(),
+            ended: Notify::new(),
         }
     }
 
@@ -54,36 +70,48 @@ impl Request {
         &self.key
     }
 
-    /// Where the request stands now.
+    /// Where the request stands now, owned: for tests ([`Request::state_now`] borrows it).
+    #[cfg(test)]
     pub fn state(&self) -> State {
-        self.state.borrow().clone()
+        self.state_now().clone()
+    }
+
+    /// Where the request stands now, borrowed: a verdict once set never changes.
+    pub fn state_now(&self) -> &State {
+        self.verdict.get().unwrap_or(&State::Pending)
     }
 
     /// Whether it still waits for a verdict.
     pub fn is_pending(&self) -> bool {
-        *self.state.borrow() == State::Pending
+        self.verdict.get().is_none()
     }
 
-    /// Its state, watchable until it ends.
-    pub fn watch(&self) -> watch::Receiver<State> {
-        self.state.subscribe()
+    /// Resolves once the request has ended (at once if it has).
+    pub async fn ended(&self) {
+        let mut notified = pin!(self.ended.notified());
+        // Registered before the check, so a verdict set after it still wakes this waiter.
+        notified.as_mut().enable();
+        if self.is_pending() {
+            notified.await;
+        }
     }
 
     /// Ends the request; returns false when it had already ended.
     pub fn finish(&self, outcome: State) -> bool {
-        self.state.send_if_modified(|state| {
-            let first = *state == State::Pending;
-            if first {
-                *state = outcome;
-            }
-            first
-        })
+        if outcome == State::Pending {
+            // Nothing to record: it stays pending either way.
+            return self.is_pending();
+        }
+        let first = self.verdict.set(outcome).is_ok();
+        if first {
+            self.ended.notify_waiters();
+        }
+        first
     }
-}
 
-struct Entry {
-    request: Arc<Request>,
-    created: Instant,
+    fn expired(&self, now: Instant, ttl: Duration) -> bool {
+        now.saturating_duration_since(self.made) >= ttl
+    }
 }
 
 /// The store is full of requests that are all still pending.
@@ -98,12 +126,57 @@ pub struct Results {
     ttl: Duration,
 }
 
+/// A request in the store's set, found by its id.
+struct ById(Arc<Request>);
+
+impl Borrow<str> for ById {
+    fn borrow(&self) -> &str {
+        &self.0.id
+    }
+}
+
+impl Hash for ById {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        // As its id hashes, which `Borrow<str>` requires.
+        self.0.id.hash(state);
+    }
+}
+
+impl PartialEq for ById {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.id == other.0.id
+    }
+}
+
+impl Eq for ById {}
+
 #[derive(Default)]
 struct Inner {
-    /// Keyed by the request's own id (shared with it, not copied).
-    entries: HashMap<Arc<str>, Entry>,
-    /// Ids in insertion order, for expiry and eviction.
-    order: VecDeque<Arc<str>>,
+    /// Keyed by the request's own id. foldhash, seeded anew per map, hashes these 41-byte ids
+    /// several times quicker than SipHash; the ids stored are random ones of our own making,
+    /// so a client can choose only what it looks up, not what collides in the table.
+    entries: HashSet<ById, foldhash::fast::RandomState>,
+    /// The same requests in insertion order, for expiry and eviction: each knows when it was
+    /// made and whether it has ended, so walking it looks nothing up.
+    order: VecDeque<Arc<Request>>,
+}
+
+impl Inner {
+    /// Drops `request` from the set, unless the set holds another request of the same id.
+    fn forget(&mut self, request: &Arc<Request>) {
+        if let Some(held) = self.entries.take(request.id()) {
+            if !Arc::ptr_eq(&held.0, request) {
+                self.entries.insert(held);
+            }
+        }
+    }
+
+    /// Whether the set holds `request` itself.
+    fn holds(&self, request: &Arc<Request>) -> bool {
+        self.entries
+            .get(request.id())
+            .is_some_and(|held| Arc::ptr_eq(&held.0, request))
+    }
 }
 
 impl Results {
@@ -123,7 +196,8 @@ impl Results {
     /// Adds a pending request and returns it. Expired records go first; when still full, the
     /// oldest ended one makes room. A pending one is never dropped: then the store is [`Full`].
     pub fn insert(&self, id: &str, key: String) -> Result<Arc<Request>, Full> {
-        self.insert_made(id, key, Instant::now())
+        let now = Instant::now();
+        self.insert_made(id, key, now, now)
     }
 
     /// Adds a request read back from the journal, made `age` ago; `None` when it has expired
@@ -132,50 +206,48 @@ impl Results {
         if age >= self.ttl {
             return None;
         }
-        let made = Instant::now().checked_sub(age).unwrap_or_else(Instant::now);
-        self.insert_made(id, key, made).ok()
+        let now = Instant::now();
+        let made = now.checked_sub(age).unwrap_or(now);
+        self.insert_made(id, key, made, now).ok()
     }
 
-    fn insert_made(&self, id: &str, key: String, made: Instant) -> Result<Arc<Request>, Full> {
+    /// Adds a request made at `made`, expiring what has expired by `now`.
+    fn insert_made(
+        &self,
+        id: &str,
+        key: String,
+        made: Instant,
+        now: Instant,
+    ) -> Result<Arc<Request>, Full> {
+        // Made outside the lock: the allocations need not hold up other requests.
+        let request = Arc::new(Request::made(id, key, made));
         let mut inner = self.lock();
-        let now = Instant::now();
         while let Some(oldest) = inner.order.front() {
-            match inner.entries.get(oldest) {
-                Some(e) if now.duration_since(e.created) < self.ttl => break,
-                _ => {
-                    if let Some(id) = inner.order.pop_front() {
-                        inner.entries.remove(&id);
-                    }
-                }
+            if !oldest.expired(now, self.ttl) {
+                break;
+            }
+            if let Some(oldest) = inner.order.pop_front() {
+                inner.forget(&oldest);
             }
         }
         if inner.entries.len() >= self.capacity {
-            let ended = inner.order.iter().position(|id| {
-                inner
-                    .entries
-                    .get(id)
-                    .is_none_or(|e| !e.request.is_pending())
-            });
-            let id = ended.and_then(|at| inner.order.remove(at)).ok_or(Full)?;
-            inner.entries.remove(&id);
+            let ended = inner
+                .order
+                .iter()
+                .position(|r| !r.is_pending() || !inner.holds(r));
+            let evicted = ended.and_then(|at| inner.order.remove(at)).ok_or(Full)?;
+            inner.forget(&evicted);
         }
-        let request = Arc::new(Request::new(id, key));
-        inner.order.push_back(request.id.clone());
-        inner.entries.insert(
-            request.id.clone(),
-            Entry {
-                request: request.clone(),
-                created: made,
-            },
-        );
+        inner.order.push_back(request.clone());
+        inner.entries.replace(ById(request.clone()));
         Ok(request)
     }
 
     /// The request `id`, unless unknown or expired.
     pub fn get(&self, id: &str) -> Option<Arc<Request>> {
         let inner = self.lock();
-        let entry = inner.entries.get(id)?;
-        (entry.created.elapsed() < self.ttl).then(|| entry.request.clone())
+        let held = inner.entries.get(id)?;
+        (!held.0.expired(Instant::now(), self.ttl)).then(|| held.0.clone())
     }
 }
 
@@ -232,6 +304,46 @@ mod tests {
         assert!(request.is_pending());
         assert!(store.get("a").is_some());
         assert!(store.get("old").is_none());
+    }
+
+    #[test]
+    fn a_replaced_record_makes_room_without_taking_its_successor_along() {
+        let store = Results::new(2, Duration::from_secs(60));
+        let first = store.insert("a", "k".into()).unwrap();
+        let second = store
+            .restore("a", "k2".into(), Duration::from_secs(1))
+            .unwrap();
+        store.insert("b", "k".into()).unwrap();
+
+        store.insert("c", "k".into()).unwrap();
+
+        assert!(first.is_pending(), "the replaced one made room");
+        assert!(Arc::ptr_eq(&store.get("a").unwrap(), &second));
+        assert!(store.get("b").is_some() && store.get("c").is_some());
+        assert_eq!(store.lock().order.len(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_waiter_wakes_when_its_request_ends_and_not_before() {
+        let store = Results::new(10, Duration::from_secs(60));
+        let request = store.insert("a", "k".into()).unwrap();
+        let waiter = tokio::spawn({
+            let request = request.clone();
+            async move { request.ended().await }
+        });
+        let early = tokio::time::timeout(Duration::from_millis(50), request.ended()).await;
+        assert!(early.is_err(), "still pending");
+
+        assert!(request.finish(valid()));
+
+        tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("woken")
+            .expect("ran");
+        tokio::time::timeout(Duration::from_secs(5), request.ended())
+            .await
+            .expect("an ended request is waited for no more");
+        assert_eq!(request.state_now(), &valid());
     }
 
     #[test]
