@@ -50,6 +50,15 @@ impl Budget {
         self.limit
     }
 
+    /// Reserves room for one more task if there is some now.
+    pub fn try_reserve(&self) -> Option<Reservation> {
+        let permit = Arc::clone(&self.permits).try_acquire_owned().ok()?;
+        Some(Reservation {
+            permit,
+            taken: Arc::clone(&self.taken),
+        })
+    }
+
     /// Waits until there is room for one more task and reserves it.
     pub async fn reserve(&self) -> Reservation {
         match Arc::clone(&self.permits).acquire_owned().await {
@@ -165,6 +174,22 @@ impl InFlight {
         self.pending.load(Ordering::Relaxed)
     }
 
+    /// Verifies `task` here and now, on the calling thread, in the room `reservation` holds;
+    /// its verdict comes back through [`InFlight::recv`]. For a task with none behind it: it
+    /// costs no hand-off to a worker thread and back, each a wake-up and a context switch.
+    pub fn verify_here(&self, keys: &KeyRing, task: &VerifyTask, reservation: Reservation) {
+        let ticket = self.ticket(reservation);
+        let started = std::time::Instant::now();
+        let verdict = verify_task(keys, task);
+        self.metrics.record(verdict.status, started);
+        let done = Done {
+            generation: self.generation,
+            verdict,
+            ticket,
+        };
+        hand_back(&self.done_tx, done);
+    }
+
     /// Verifies `task` on the pool, in the room `reservation` holds; its verdict comes back
     /// through [`InFlight::recv`].
     pub fn dispatch(
@@ -174,11 +199,7 @@ impl InFlight {
         task: VerifyTask,
         reservation: Reservation,
     ) {
-        let ticket = Ticket {
-            _taken: Share::new(&reservation.taken),
-            _pending: Share::new(&self.pending),
-            _permit: reservation.permit,
-        };
+        let ticket = self.ticket(reservation);
         let keys = Arc::clone(keys);
         let done_tx = self.done_tx.clone();
         let metrics = Arc::clone(&self.metrics);
@@ -192,19 +213,16 @@ impl InFlight {
                 verdict,
                 ticket,
             };
-            // `try_send`, never a wait: the worker threads serve every link, so none may wait
-            // on one. By the bound in `InFlight::new` the channel is never full; were it ever,
-            // dropping the verdict costs only a resend after the task's deadline.
-            match done_tx.try_send(done) {
-                Ok(()) => {}
-                // The link has stopped; nobody wants the verdict.
-                Err(TrySendError::Closed(_)) => {}
-                Err(TrySendError::Full(done)) => tracing::error!(
-                    task_id = done.verdict.task_id,
-                    "verdict queue full, verdict dropped; the in-flight bound is broken"
-                ),
-            }
+            hand_back(&done_tx, done);
         });
+    }
+
+    fn ticket(&self, reservation: Reservation) -> Ticket {
+        Ticket {
+            _taken: Share::new(&reservation.taken),
+            _pending: Share::new(&self.pending),
+            _permit: reservation.permit,
+        }
     }
 
     /// The next verdict from the pool, of whichever generation (cancel-safe).
@@ -239,6 +257,22 @@ impl InFlight {
                 output = &mut f => return Some(output),
             }
         }
+    }
+}
+
+/// Queues a verdict for its link.
+fn hand_back(done_tx: &mpsc::Sender<Done>, done: Done) {
+    // `try_send`, never a wait: the worker threads serve every link, so none may wait on one.
+    // By the bound in `InFlight::new` the channel is never full; were it ever, dropping the
+    // verdict costs only a resend after the task's deadline.
+    match done_tx.try_send(done) {
+        Ok(()) => {}
+        // The link has stopped; nobody wants the verdict.
+        Err(TrySendError::Closed(_)) => {}
+        Err(TrySendError::Full(done)) => tracing::error!(
+            task_id = done.verdict.task_id,
+            "verdict queue full, verdict dropped; the in-flight bound is broken"
+        ),
     }
 }
 
@@ -284,6 +318,37 @@ mod tests {
         drop(ticket);
         assert_eq!((budget.in_flight(), link.pending()), (0, 0));
         assert_eq!(budget.permits.available_permits(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_task_verified_here_holds_its_ticket_until_its_verdict_is_handled() {
+        let keys = KeyRing::default();
+        let budget = Budget::new(2);
+        let mut link = InFlight::new(&budget);
+        link.next_generation();
+
+        link.verify_here(&keys, &task(9), budget.reserve().await);
+        assert_eq!((budget.in_flight(), link.pending()), (1, 1));
+        let done = link.recv().await.expect("a verdict, queued at once");
+        let (verdict, ticket) = link.current(done).expect("same generation");
+        assert_eq!(
+            (verdict.task_id, verdict.status),
+            (9, SignatureStatus::Error)
+        );
+        drop(ticket);
+        assert_eq!((budget.in_flight(), link.pending()), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn room_is_reserved_without_waiting_only_while_there_is_some() {
+        let budget = Budget::new(1);
+        let only = budget.try_reserve().expect("room for one");
+        assert!(
+            budget.try_reserve().is_none(),
+            "the only permit is reserved"
+        );
+        drop(only);
+        assert!(budget.try_reserve().is_some(), "room again");
     }
 
     #[tokio::test]

@@ -1,5 +1,6 @@
-//! A fixed set of worker threads, fed by a channel, that runs the CPU-bound verification so the
-//! async runtime never blocks.
+//! A fixed set of worker threads, fed by a channel, that runs the CPU-bound verification of
+//! tasks that queue up, so the async runtime is never held up for long (a link verifies a task
+//! with few behind it itself: `link.rs`, `VERIFY_HERE_AT_MOST`).
 //!
 //! Dedicated threads rather than `tokio::task::spawn_blocking`: the thread count is exactly
 //! `--workers`, a job costs one channel hand-off, and `cargo bench -p verifier` measures both
