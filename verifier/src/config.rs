@@ -62,9 +62,9 @@ pub struct Config {
     #[arg(long, env = "VERIFIER_ID", default_value_t = default_id())]
     pub id: String,
 
-    /// Threads that verify signatures when tasks queue up, 1 to 1024 (a task with few queued
-    /// behind it is verified on the thread that received it). Defaults to the CPUs available
-    /// to the process (at most 1024).
+    /// Threads that verify signatures, 1 to 1024, beside the thread that receives the tasks
+    /// (it verifies those it has time for itself). Defaults to the CPUs available to the
+    /// process (at most 1024).
     #[arg(
         long,
         env = "VERIFY_WORKERS",

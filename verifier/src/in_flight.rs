@@ -22,7 +22,7 @@ use crate::pool::Pool;
 use crate::verify::verify_task;
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -75,6 +75,51 @@ impl Budget {
     pub fn in_flight(&self) -> u32 {
         u32::try_from(self.taken.load(Ordering::Relaxed)).unwrap_or(u32::MAX)
     }
+}
+
+/// How much of the last few milliseconds the runtime thread spent verifying tasks itself: it
+/// does so while that is under half, and the pool takes the rest, so a load past what one
+/// thread verifies still runs on every worker.
+pub(crate) struct OwnShare {
+    base: std::time::Instant,
+    /// Start of the current window, in ns since `base`.
+    window: AtomicU64,
+    /// Verifying done in it, in ns.
+    busy: AtomicU64,
+}
+
+impl OwnShare {
+    /// Length of one window.
+    pub const WINDOW: std::time::Duration = std::time::Duration::from_millis(10);
+
+    pub fn new() -> Self {
+        OwnShare {
+            base: std::time::Instant::now(),
+            window: AtomicU64::new(0),
+            busy: AtomicU64::new(0),
+        }
+    }
+
+    /// Whether the runtime thread may verify one more task itself.
+    pub fn has_room(&self) -> bool {
+        let window = nanos(Self::WINDOW);
+        let now = nanos(self.base.elapsed());
+        if now.saturating_sub(self.window.load(Ordering::Relaxed)) >= window {
+            self.window.store(now, Ordering::Relaxed);
+            self.busy.store(0, Ordering::Relaxed);
+            return true;
+        }
+        self.busy.load(Ordering::Relaxed) < window / 2
+    }
+
+    /// The runtime thread spent `time` verifying.
+    pub fn spent(&self, time: std::time::Duration) {
+        self.busy.fetch_add(nanos(time), Ordering::Relaxed);
+    }
+}
+
+fn nanos(time: std::time::Duration) -> u64 {
+    u64::try_from(time.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// Room for one task, held by a link while it waits for that task to arrive.
@@ -337,6 +382,24 @@ mod tests {
         );
         drop(ticket);
         assert_eq!((budget.in_flight(), link.pending()), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn the_runtime_thread_verifies_while_under_half_of_a_window_and_again_in_the_next() {
+        let share = OwnShare::new();
+        assert!(share.has_room());
+        share.spent(OwnShare::WINDOW / 3);
+        assert!(share.has_room(), "a third of the window");
+        share.spent(OwnShare::WINDOW / 3);
+        assert!(!share.has_room(), "two thirds: the rest goes to the pool");
+        let next_window = async {
+            while !share.has_room() {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(5), next_window)
+            .await
+            .expect("room again in a later window");
     }
 
     #[tokio::test]

@@ -114,6 +114,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         codec: Codec::new(shared_key),
         keys: Arc::new(LiveKeys::new(keys)),
         pool,
+        own_share: in_flight::OwnShare::new(),
         budget: Budget::new(in_flight_limit),
         heartbeat_interval: config.heartbeat_interval,
         status: Arc::clone(&status),

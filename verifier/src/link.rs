@@ -9,7 +9,7 @@ use crate::backoff::Backoff;
 use crate::config::PublisherEndpoints;
 use crate::connection::{Connection, Lost, Side};
 use crate::health::Status;
-use crate::in_flight::{Budget, Done, InFlight, Reservation};
+use crate::in_flight::{Budget, Done, InFlight, OwnShare, Reservation};
 use crate::pool::Pool;
 use crate::reload::LiveKeys;
 use futures::{FutureExt, StreamExt};
@@ -44,6 +44,8 @@ pub(crate) struct Shared {
     pub keys: Arc<LiveKeys>,
     /// The worker threads.
     pub pool: Pool,
+    /// How much the runtime thread verifies itself.
+    pub own_share: OwnShare,
     /// Bounds the tasks taken and not yet answered, over all links.
     pub budget: Budget,
     /// Time between heartbeats.
@@ -231,10 +233,11 @@ impl Link {
     /// with those already queued behind it; a message that is not a valid task is counted and
     /// dropped, the room kept.
     ///
-    /// Up to [`VERIFY_HERE_AT_MOST`] of them are verified here, on the runtime thread: the
-    /// worker threads sleep between tasks, and waking one and having it wake this thread for
-    /// the verdict cost more than the verification. Only tasks queued beyond those go to the
-    /// pool, so a long backlog still runs on every worker.
+    /// Up to [`VERIFY_HERE_AT_MOST`] of them are verified here, on the runtime thread, while
+    /// it spends under half its time doing so ([`OwnShare`]): the worker threads sleep between
+    /// tasks, and waking one and having it wake this thread for the verdict cost more than the
+    /// verification. Only the others go to the pool, so a long backlog or a load past one
+    /// thread still runs on every worker.
     fn accept(
         &mut self,
         connection: &mut Connection,
@@ -249,7 +252,13 @@ impl Link {
             return Ok(());
         };
         let keys = self.shared.keys.current();
-        let mut here = vec![(first, reservation)];
+        let mut here = Vec::new();
+        if self.shared.own_share.has_room() {
+            here.push((first, reservation));
+        } else {
+            self.in_flight
+                .dispatch(&self.shared.pool, &keys, first, reservation);
+        }
         // Take what is already queued, while there is room: the first few are verified here,
         // the rest go to the pool.
         let mut failed = Ok(());
@@ -266,7 +275,7 @@ impl Link {
             };
             // A message that is not a task leaves `more` to go back to the budget.
             if let Some(task) = self.decode(&next) {
-                if here.len() < VERIFY_HERE_AT_MOST {
+                if here.len() < VERIFY_HERE_AT_MOST && self.shared.own_share.has_room() {
                     here.push((task, more));
                 } else {
                     self.in_flight
@@ -274,9 +283,11 @@ impl Link {
                 }
             }
         }
+        let started = std::time::Instant::now();
         for (task, reservation) in here {
             self.in_flight.verify_here(&keys, &task, reservation);
         }
+        self.shared.own_share.spent(started.elapsed());
         failed
     }
 
