@@ -62,7 +62,8 @@ pub struct Config {
     #[arg(long, env = "VERIFIER_ID", default_value_t = default_id())]
     pub id: String,
 
-    /// Threads that verify signatures, 1 to 1024. Defaults to the CPUs available to the
+    /// Threads that verify signatures, 1 to 1024, beside the thread that receives the tasks
+    /// (it verifies those it has time for itself). Defaults to the CPUs available to the
     /// process (at most 1024).
     #[arg(
         long,

@@ -22,7 +22,7 @@ use crate::pool::Pool;
 use crate::verify::verify_task;
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -50,6 +50,15 @@ impl Budget {
         self.limit
     }
 
+    /// Reserves room for one more task if there is some now.
+    pub fn try_reserve(&self) -> Option<Reservation> {
+        let permit = Arc::clone(&self.permits).try_acquire_owned().ok()?;
+        Some(Reservation {
+            permit,
+            taken: Arc::clone(&self.taken),
+        })
+    }
+
     /// Waits until there is room for one more task and reserves it.
     pub async fn reserve(&self) -> Reservation {
         match Arc::clone(&self.permits).acquire_owned().await {
@@ -66,6 +75,51 @@ impl Budget {
     pub fn in_flight(&self) -> u32 {
         u32::try_from(self.taken.load(Ordering::Relaxed)).unwrap_or(u32::MAX)
     }
+}
+
+/// How much of the last few milliseconds the runtime thread spent verifying tasks itself: it
+/// does so while that is under half, and the pool takes the rest, so a load past what one
+/// thread verifies still runs on every worker.
+pub(crate) struct OwnShare {
+    base: std::time::Instant,
+    /// Start of the current window, in ns since `base`.
+    window: AtomicU64,
+    /// Verifying done in it, in ns.
+    busy: AtomicU64,
+}
+
+impl OwnShare {
+    /// Length of one window.
+    pub const WINDOW: std::time::Duration = std::time::Duration::from_millis(10);
+
+    pub fn new() -> Self {
+        OwnShare {
+            base: std::time::Instant::now(),
+            window: AtomicU64::new(0),
+            busy: AtomicU64::new(0),
+        }
+    }
+
+    /// Whether the runtime thread may verify one more task itself.
+    pub fn has_room(&self) -> bool {
+        let window = nanos(Self::WINDOW);
+        let now = nanos(self.base.elapsed());
+        if now.saturating_sub(self.window.load(Ordering::Relaxed)) >= window {
+            self.window.store(now, Ordering::Relaxed);
+            self.busy.store(0, Ordering::Relaxed);
+            return true;
+        }
+        self.busy.load(Ordering::Relaxed) < window / 2
+    }
+
+    /// The runtime thread spent `time` verifying.
+    pub fn spent(&self, time: std::time::Duration) {
+        self.busy.fetch_add(nanos(time), Ordering::Relaxed);
+    }
+}
+
+fn nanos(time: std::time::Duration) -> u64 {
+    u64::try_from(time.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// Room for one task, held by a link while it waits for that task to arrive.
@@ -165,6 +219,22 @@ impl InFlight {
         self.pending.load(Ordering::Relaxed)
     }
 
+    /// Verifies `task` here and now, on the calling thread, in the room `reservation` holds;
+    /// its verdict comes back through [`InFlight::recv`]. For a task with none behind it: it
+    /// costs no hand-off to a worker thread and back, each a wake-up and a context switch.
+    pub fn verify_here(&self, keys: &KeyRing, task: &VerifyTask, reservation: Reservation) {
+        let ticket = self.ticket(reservation);
+        let started = std::time::Instant::now();
+        let verdict = verify_task(keys, task);
+        self.metrics.record(verdict.status, started);
+        let done = Done {
+            generation: self.generation,
+            verdict,
+            ticket,
+        };
+        hand_back(&self.done_tx, done);
+    }
+
     /// Verifies `task` on the pool, in the room `reservation` holds; its verdict comes back
     /// through [`InFlight::recv`].
     pub fn dispatch(
@@ -174,11 +244,7 @@ impl InFlight {
         task: VerifyTask,
         reservation: Reservation,
     ) {
-        let ticket = Ticket {
-            _taken: Share::new(&reservation.taken),
-            _pending: Share::new(&self.pending),
-            _permit: reservation.permit,
-        };
+        let ticket = self.ticket(reservation);
         let keys = Arc::clone(keys);
         let done_tx = self.done_tx.clone();
         let metrics = Arc::clone(&self.metrics);
@@ -192,19 +258,16 @@ impl InFlight {
                 verdict,
                 ticket,
             };
-            // `try_send`, never a wait: the worker threads serve every link, so none may wait
-            // on one. By the bound in `InFlight::new` the channel is never full; were it ever,
-            // dropping the verdict costs only a resend after the task's deadline.
-            match done_tx.try_send(done) {
-                Ok(()) => {}
-                // The link has stopped; nobody wants the verdict.
-                Err(TrySendError::Closed(_)) => {}
-                Err(TrySendError::Full(done)) => tracing::error!(
-                    task_id = done.verdict.task_id,
-                    "verdict queue full, verdict dropped; the in-flight bound is broken"
-                ),
-            }
+            hand_back(&done_tx, done);
         });
+    }
+
+    fn ticket(&self, reservation: Reservation) -> Ticket {
+        Ticket {
+            _taken: Share::new(&reservation.taken),
+            _pending: Share::new(&self.pending),
+            _permit: reservation.permit,
+        }
     }
 
     /// The next verdict from the pool, of whichever generation (cancel-safe).
@@ -239,6 +302,22 @@ impl InFlight {
                 output = &mut f => return Some(output),
             }
         }
+    }
+}
+
+/// Queues a verdict for its link.
+fn hand_back(done_tx: &mpsc::Sender<Done>, done: Done) {
+    // `try_send`, never a wait: the worker threads serve every link, so none may wait on one.
+    // By the bound in `InFlight::new` the channel is never full; were it ever, dropping the
+    // verdict costs only a resend after the task's deadline.
+    match done_tx.try_send(done) {
+        Ok(()) => {}
+        // The link has stopped; nobody wants the verdict.
+        Err(TrySendError::Closed(_)) => {}
+        Err(TrySendError::Full(done)) => tracing::error!(
+            task_id = done.verdict.task_id,
+            "verdict queue full, verdict dropped; the in-flight bound is broken"
+        ),
     }
 }
 
@@ -284,6 +363,55 @@ mod tests {
         drop(ticket);
         assert_eq!((budget.in_flight(), link.pending()), (0, 0));
         assert_eq!(budget.permits.available_permits(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_task_verified_here_holds_its_ticket_until_its_verdict_is_handled() {
+        let keys = KeyRing::default();
+        let budget = Budget::new(2);
+        let mut link = InFlight::new(&budget);
+        link.next_generation();
+
+        link.verify_here(&keys, &task(9), budget.reserve().await);
+        assert_eq!((budget.in_flight(), link.pending()), (1, 1));
+        let done = link.recv().await.expect("a verdict, queued at once");
+        let (verdict, ticket) = link.current(done).expect("same generation");
+        assert_eq!(
+            (verdict.task_id, verdict.status),
+            (9, SignatureStatus::Error)
+        );
+        drop(ticket);
+        assert_eq!((budget.in_flight(), link.pending()), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn the_runtime_thread_verifies_while_under_half_of_a_window_and_again_in_the_next() {
+        let share = OwnShare::new();
+        assert!(share.has_room());
+        share.spent(OwnShare::WINDOW / 3);
+        assert!(share.has_room(), "a third of the window");
+        share.spent(OwnShare::WINDOW / 3);
+        assert!(!share.has_room(), "two thirds: the rest goes to the pool");
+        let next_window = async {
+            while !share.has_room() {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(5), next_window)
+            .await
+            .expect("room again in a later window");
+    }
+
+    #[tokio::test]
+    async fn room_is_reserved_without_waiting_only_while_there_is_some() {
+        let budget = Budget::new(1);
+        let only = budget.try_reserve().expect("room for one");
+        assert!(
+            budget.try_reserve().is_none(),
+            "the only permit is reserved"
+        );
+        drop(only);
+        assert!(budget.try_reserve().is_some(), "room again");
     }
 
     #[tokio::test]

@@ -4,9 +4,10 @@
 //! [`run`] loads the keys, starts the worker threads and keeps one link per publisher — per
 //! configured endpoint pair, or per address of a followed host name, added and removed as
 //! the name's addresses change:
-//! tasks arrive on a PULL socket, are verified on the [`pool`] and their results go back on a
-//! PUSH socket to the same publisher, with a heartbeat announcing the keys every interval. The
-//! links survive publisher restarts; shutdown finishes the tasks in flight.
+//! tasks arrive on a PULL socket, are verified by the link itself or, when many queue up, on
+//! the [`pool`], and their results go back on a PUSH socket to the same publisher, with a
+//! heartbeat announcing the keys every interval. The links survive publisher restarts;
+//! shutdown finishes the tasks in flight.
 //!
 //! Inside (private modules): `link` serves one publisher — connect, serve, drain;
 //! `connection` holds its two sockets, each behind a socket guard (design §7), and the ways a
@@ -113,6 +114,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         codec: Codec::new(shared_key),
         keys: Arc::new(LiveKeys::new(keys)),
         pool,
+        own_share: in_flight::OwnShare::new(),
         budget: Budget::new(in_flight_limit),
         heartbeat_interval: config.heartbeat_interval,
         status: Arc::clone(&status),

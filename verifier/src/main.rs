@@ -9,11 +9,12 @@ use plumbing::health::Command;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-// One runtime thread: the verifier's async side only moves bytes (its sockets, their guards,
-// the link), and the RSA work runs on the pool's threads. On one thread the link, the ZMQ
-// library's reader and writer and the guards hand messages to each other without waking
-// another thread, and what queues while one runs goes out in one write (`bench/signatures.py`:
-// the verifier's CPU per request beyond the RSA arithmetic).
+// One runtime thread: the verifier's async side moves bytes (its sockets, their guards, the
+// link) and verifies the tasks that arrive a few at a time; only what queues beyond goes to the
+// pool's threads. On one thread the link, the ZMQ library's reader and writer and the guards
+// hand messages to each other without waking another thread, and what queues while one runs
+// goes out in one write (`bench/signatures.py`: the verifier's CPU per request beyond the RSA
+// arithmetic).
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let config = verifier::Config::parse();

@@ -1,5 +1,7 @@
-//! A fixed set of worker threads, fed by a channel, that runs the CPU-bound verification so the
-//! async runtime never blocks.
+//! A fixed set of worker threads, fed by a channel, that runs the CPU-bound verification of the
+//! tasks a link does not verify itself — more queued at once than `VERIFY_HERE_AT_MOST`, or its
+//! thread busy verifying half its time (`in_flight::OwnShare`) — so the async runtime is never
+//! held up for long and a heavy load runs on every worker.
 //!
 //! Dedicated threads rather than `tokio::task::spawn_blocking`: the thread count is exactly
 //! `--workers`, a job costs one channel hand-off, and `cargo bench -p verifier` measures both
