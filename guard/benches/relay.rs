@@ -14,7 +14,7 @@
 //! (messages/s of each round) after each row. `bench/replay.py` runs
 //! `--paths pub-sub --sizes <its event size> --json` for its raw PUB→SUB rate.
 
-use guard::{Guard, Limits};
+use guard::{Guard, InnerAddr, Limits};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -176,25 +176,21 @@ async fn measure(path: Path, size: usize, guarded: bool) -> Result<f64, Error> {
     }
 }
 
-/// Binds nothing itself: puts a guard in front of `inner` when asked and says where to connect.
-async fn front(inner: &zeromq::Endpoint, guarded: bool) -> Result<(String, Option<Guard>), Error> {
+/// Binds `socket` on loopback TCP, or when `guarded` on an internal address behind a guard
+/// listening on loopback TCP; says where to connect.
+async fn front(socket: &mut impl Socket, guarded: bool) -> Result<(String, Option<Guard>), Error> {
     if !guarded {
-        return Ok((inner.to_string(), None));
+        return Ok((socket.bind("tcp://127.0.0.1:0").await?.to_string(), None));
     }
-    let guard = Guard::bind(
-        "127.0.0.1:0",
-        &inner.to_string(),
-        Limits::default(),
-        "bench",
-    )
-    .await?;
+    let inner = InnerAddr::new("bench");
+    socket.bind(&inner.endpoint()).await?;
+    let guard = Guard::bind("127.0.0.1:0", &inner, Limits::default(), "bench").await?;
     Ok((guard.local_endpoint(), Some(guard)))
 }
 
 async fn pub_sub(size: usize, guarded: bool) -> Result<f64, Error> {
     let mut publisher = zeromq::PubSocket::new();
-    let inner = publisher.bind("tcp://127.0.0.1:0").await?;
-    let (endpoint, _guard) = front(&inner, guarded).await?;
+    let (endpoint, _guard) = front(&mut publisher, guarded).await?;
     let mut subscriber = zeromq::SubSocket::new();
     subscriber.connect(&endpoint).await?;
     subscriber.subscribe("").await?;
@@ -241,8 +237,7 @@ async fn pub_sub(size: usize, guarded: bool) -> Result<f64, Error> {
 
 async fn push_pull(size: usize, guarded: bool) -> Result<f64, Error> {
     let mut pull = zeromq::PullSocket::new();
-    let inner = pull.bind("tcp://127.0.0.1:0").await?;
-    let (endpoint, _guard) = front(&inner, guarded).await?;
+    let (endpoint, _guard) = front(&mut pull, guarded).await?;
     let mut push = zeromq::PushSocket::new();
     push.connect(&endpoint).await?;
     // PUSH waits for room, so it needs no window of its own.

@@ -8,8 +8,7 @@ use crate::zmtp::Inspector;
 use bytes::{Buf, BytesMut};
 use std::io;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio::net::tcp::{ReadHalf, WriteHalf};
+use tokio::net::{TcpStream, UnixStream, tcp, unix};
 use tokio::time::Instant;
 
 /// Bytes read at a time in each direction.
@@ -30,12 +29,10 @@ pub(crate) enum End {
 
 /// Relays between `untrusted` (the peer the guard protects against) and `ours` (the zeromq
 /// socket's side) until either ends; both are closed when this returns.
-pub(crate) async fn relay(mut untrusted: TcpStream, mut ours: TcpStream, limits: &Limits) -> End {
-    for stream in [&untrusted, &ours] {
-        // Small messages must not wait for Nagle; zeromq sets the same on its own sockets.
-        if let Err(cause) = stream.set_nodelay(true) {
-            return End::Failed(cause);
-        }
+pub(crate) async fn relay(mut untrusted: TcpStream, mut ours: UnixStream, limits: &Limits) -> End {
+    // Small messages must not wait for Nagle; zeromq sets the same on its own sockets.
+    if let Err(cause) = untrusted.set_nodelay(true) {
+        return End::Failed(cause);
     }
     let (peer_read, peer_write) = untrusted.split();
     let (ours_read, ours_write) = ours.split();
@@ -47,7 +44,7 @@ pub(crate) async fn relay(mut untrusted: TcpStream, mut ours: TcpStream, limits:
 
 /// Peer to our socket: every chunk is inspected before it is forwarded, and the handshake
 /// must be done before `limits.handshake_timeout` has passed.
-async fn inbound(mut from: ReadHalf<'_>, mut to: WriteHalf<'_>, limits: &Limits) -> End {
+async fn inbound(mut from: tcp::ReadHalf<'_>, mut to: unix::WriteHalf<'_>, limits: &Limits) -> End {
     let mut inspector = Inspector::new(limits.frame_limits());
     let deadline = Instant::now() + limits.handshake_timeout;
     let mut chunk = vec![0; CHUNK];
@@ -76,7 +73,11 @@ async fn inbound(mut from: ReadHalf<'_>, mut to: WriteHalf<'_>, limits: &Limits)
 
 /// Our socket to the peer. With a budget, reading from our socket never waits for the peer:
 /// what the peer has not taken yet is held here, and more than `budget` of it cuts the peer.
-async fn outbound(mut from: ReadHalf<'_>, mut to: WriteHalf<'_>, budget: Option<usize>) -> End {
+async fn outbound(
+    mut from: unix::ReadHalf<'_>,
+    mut to: tcp::WriteHalf<'_>,
+    budget: Option<usize>,
+) -> End {
     let Some(budget) = budget else {
         return match tokio::io::copy(&mut from, &mut to).await {
             Ok(_) => End::Closed,

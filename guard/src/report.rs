@@ -74,7 +74,10 @@ impl Report {
         metrics::gauge!("guard_connections_active", "socket" => self.name).set(connections as f64);
     }
 
-    pub(crate) fn cut(&self, reason: CutReason, peer: SocketAddr) {
+    /// Counts and logs a cut connection; `peer` is `None` for our own socket's connection on
+    /// the connect side, cut before its remote was opened.
+    pub(crate) fn cut(&self, reason: CutReason, peer: Option<SocketAddr>) {
+        let peer = Peer(peer);
         let reason = reason.as_str();
         metrics::counter!("guard_cut_total", "socket" => self.name, "reason" => reason)
             .increment(1);
@@ -163,6 +166,18 @@ impl Throttle {
         }
         state.last_warning = Some(now);
         Some(std::mem::take(&mut state.unreported))
+    }
+}
+
+/// A peer's address in the logs, or what stood in for it.
+struct Peer(Option<SocketAddr>);
+
+impl std::fmt::Display for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(addr) => addr.fmt(f),
+            None => f.write_str("our socket"),
+        }
     }
 }
 

@@ -1,14 +1,15 @@
 //! Putting a zeromq socket behind the socket guard (design §7), so that what a peer sends is
 //! checked before the library sees it and what a peer leaves unread is bounded.
 //!
-//! - A socket the process binds ([`bind_guarded`]) binds on an internal loopback port; the
-//!   guard listens on the configured address and caps the peers.
+//! - A socket the process binds ([`bind_guarded`]) binds on an internal address (a Unix
+//!   socket in the abstract namespace, [`guard::InnerAddr`]); the guard listens on the
+//!   configured address and caps the peers.
 //! - A socket the process connects ([`connect_guarded`], [`guard_remote`]) connects to the
-//!   guard's own loopback listener; the guard connects to the configured address for each
+//!   guard's own internal listener; the guard connects to the configured address for each
 //!   connection the socket makes, so the library's reconnects reach the remote afresh.
 
 use anyhow::Context;
-use guard::{Guard, GuardError, Limits};
+use guard::{Guard, GuardError, InnerAddr, Limits};
 use std::time::Duration;
 use zeromq::{Socket, ZmqError};
 
@@ -55,14 +56,14 @@ impl GuardArgs {
 #[must_use = "dropping the guard closes the socket to its peers"]
 #[derive(Debug)]
 pub struct Guarded {
-    /// Bind side: the address peers reach the socket on. Connect side: the address the socket
-    /// connects to. Both as a zeromq endpoint (`tcp://IP:PORT`); unguarded, the configured one.
+    /// Bind side: the address peers reach the socket on (`tcp://IP:PORT`). Connect side: the
+    /// guard's internal endpoint, for the socket to connect to. Unguarded, the configured one.
     pub endpoint: String,
     /// Keeps relaying while it lives; hold it as long as the socket. `None`: unguarded.
     pub guard: Option<Guard>,
 }
 
-/// Binds `socket` on an internal loopback port and puts a guard named `name` listening on
+/// Binds `socket` on an internal address and puts a guard named `name` listening on
 /// `public` in front of it (or, with no `limits`, binds it on `public` itself). `what` names
 /// the setting in errors (`EVENTS_BIND`).
 pub async fn bind_guarded<S: Socket>(
@@ -82,15 +83,15 @@ pub async fn bind_guarded<S: Socket>(
             guard: None,
         });
     };
-    let inner = socket
-        .bind("tcp://127.0.0.1:0")
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot bind the internal endpoint behind {what}: {e}"))?;
-    let guard = Guard::bind(public, &inner.to_string(), limits, name)
+    let inner = InnerAddr::new(name);
+    socket.bind(&inner.endpoint()).await.map_err(|e| {
+        anyhow::anyhow!("cannot bind the internal endpoint {inner} behind {what}: {e}")
+    })?;
+    let guard = Guard::bind(public, &inner, limits, name)
         .await
         .with_context(|| format!("cannot bind {what} {public}"))?;
     Ok(Guarded {
-        endpoint: format!("tcp://{}", guard.local_addr()),
+        endpoint: guard.local_endpoint(),
         guard: Some(guard),
     })
 }
@@ -98,7 +99,7 @@ pub async fn bind_guarded<S: Socket>(
 /// Why a socket could not be connected through its guard.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
-    /// The guard could not start (a malformed remote endpoint, no loopback port free).
+    /// The guard could not start (a malformed remote endpoint, no internal listener).
     #[error(transparent)]
     Guard(#[from] GuardError),
     /// The socket could not connect, or its handshake with the remote failed.
@@ -108,7 +109,7 @@ pub enum ConnectError {
 
 /// Starts a connect-side guard named `name` in front of `remote` (`tcp://host:port`; the host
 /// is resolved at each connection): the returned [`Guarded::endpoint`] is the guard's
-/// loopback listener, for the socket to connect to. With no `limits` no guard is started and
+/// internal listener, for the socket to connect to. With no `limits` no guard is started and
 /// the endpoint is `remote` itself.
 pub async fn guard_remote(
     remote: &str,

@@ -229,24 +229,27 @@ mod tests {
         let mut connection = Connection::open(&endpoints, Some(&Limits::default()))
             .await
             .expect("connects through the guards");
-        let guards = connected_peers(&mut connection).await;
+        connected_peers(&mut connection).await;
+        let (tasks_guard, results_guard) = &connection._guards;
+        let guards = [
+            (Side::Tasks, tasks_guard.endpoint.clone()),
+            (Side::Results, results_guard.endpoint.clone()),
+        ];
 
         drop(connection);
 
         for (side, guard) in guards {
-            let Endpoint::Tcp(host, port) = guard else {
-                panic!("a tcp endpoint");
-            };
-            let address = format!("{host}:{port}");
+            let path = guard.strip_prefix("ipc://").expect("an internal endpoint");
             let closed = async {
-                while tokio::net::TcpStream::connect(&address).await.is_ok() {
+                while tokio::net::UnixStream::connect(path).await.is_ok() {
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }
             };
             let waited = tokio::time::timeout(Duration::from_secs(10), closed).await;
             assert!(
                 waited.is_ok(),
-                "{side}: the guard at {address} still listens"
+                "{side}: the guard at {} still listens",
+                path.trim_start_matches('\0')
             );
         }
     }

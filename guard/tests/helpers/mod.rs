@@ -4,7 +4,7 @@
 
 #![allow(dead_code)] // Each test binary uses a different part.
 
-use guard::{Guard, Limits};
+use guard::{Guard, InnerAddr, Limits};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::future::Future;
 use std::sync::OnceLock;
@@ -198,15 +198,18 @@ impl GuardedPull {
     pub async fn start(name: &'static str, limits: Limits) -> Self {
         record_metrics();
         let mut pull = zeromq::PullSocket::new();
-        let inner = pull.bind("tcp://127.0.0.1:0").await.expect("bind PULL");
-        let guard = Guard::bind("tcp://127.0.0.1:0", &inner.to_string(), limits, name)
+        let inner = InnerAddr::new(name);
+        pull.bind(&inner.endpoint()).await.expect("bind PULL");
+        let guard = Guard::bind("tcp://127.0.0.1:0", &inner, limits, name)
             .await
             .expect("guard");
         Self { pull, guard, name }
     }
 
     pub fn addr(&self) -> std::net::SocketAddr {
-        self.guard.local_addr()
+        self.guard
+            .local_addr()
+            .expect("a bind-side guard listens on TCP")
     }
 
     pub async fn raw_peer(&self) -> RawPeer {
