@@ -22,7 +22,8 @@
 //! [`Limits::max_connections`] concurrent peers, new ones are accepted and closed at once.
 //!
 //! Metrics (label `socket` = the guard's name): `guard_connections_total`,
-//! `guard_connections_active`, `guard_cut_total{reason}` with the reasons of [`CutReason`].
+//! `guard_connections_active` (summed over the guards of one name), `guard_cut_total{reason}` with
+//! the reasons of [`CutReason`].
 //! Each cut is logged at debug; a warning sums them up at most every ten seconds.
 //!
 //! Costs: one extra hop per connection over a Unix socket (cheaper than the loopback TCP

@@ -5,6 +5,7 @@ use crate::zmtp::Violation;
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// How often at most a guard warns about the connections it cut.
@@ -50,6 +51,9 @@ pub(crate) struct Report {
     name: &'static str,
     cuts: Throttle,
     failures: Throttle,
+    /// This guard's share of `guard_connections_active`, which sums every guard of the name
+    /// (a verifier has one `tasks-in` guard per publisher).
+    active: AtomicUsize,
 }
 
 impl Report {
@@ -59,6 +63,7 @@ impl Report {
             name,
             cuts: Throttle::default(),
             failures: Throttle::default(),
+            active: AtomicUsize::new(0),
         }
     }
 
@@ -70,8 +75,16 @@ impl Report {
         metrics::counter!("guard_connections_total", "socket" => self.name).increment(1);
     }
 
+    /// This guard now relays `connections`: the gauge moves by the change in its share, so
+    /// guards of one name add up rather than overwrite each other.
     pub(crate) fn active(&self, connections: usize) {
-        metrics::gauge!("guard_connections_active", "socket" => self.name).set(connections as f64);
+        let before = self.active.swap(connections, Ordering::Relaxed);
+        let gauge = metrics::gauge!("guard_connections_active", "socket" => self.name);
+        if connections >= before {
+            gauge.increment((connections - before) as f64);
+        } else {
+            gauge.decrement((before - connections) as f64);
+        }
     }
 
     /// Counts and logs a cut connection; `peer` is `None` for our own socket's connection on
@@ -128,7 +141,7 @@ fn describe() {
     );
     metrics::describe_gauge!(
         "guard_connections_active",
-        "Connections a socket guard is relaying now."
+        "Connections the socket guards of this name are relaying now."
     );
     metrics::describe_counter!(
         "guard_cut_total",

@@ -160,3 +160,27 @@ async fn a_guard_that_is_shut_down_closes_its_connections_and_stops_listening() 
     assert!(peer.is_cut().await);
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());
 }
+
+#[tokio::test]
+async fn guards_of_one_name_add_up_in_the_active_connections_gauge() {
+    // A verifier has a `tasks-in` guard per publisher: the gauge is their sum.
+    let one = GuardedPull::start("same_name", Limits::default()).await;
+    let two = GuardedPull::start("same_name", Limits::default()).await;
+    let mut peers = Vec::new();
+    for guarded in [&one, &two, &two] {
+        let mut peer = guarded.raw_peer().await;
+        peer.handshake("PUSH").await;
+        peers.push(peer);
+    }
+    eventually("three connections are active over both guards", || {
+        metric("guard_connections_active", "same_name", None) == 3
+    })
+    .await;
+
+    two.guard.shutdown().await;
+
+    eventually("the one left is counted", || {
+        metric("guard_connections_active", "same_name", None) == 1
+    })
+    .await;
+}

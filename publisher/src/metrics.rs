@@ -118,7 +118,7 @@ pub fn describe() {
     );
     describe_gauge!(
         "guard_connections_active",
-        "Connections open through each socket guard."
+        "Connections open through the socket guards of each name."
     );
     describe_gauge!("replay_window_events", "Events held in the replay window.");
     describe_gauge!("replay_window_bytes", "Bytes held in the replay window.");
