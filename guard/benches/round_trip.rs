@@ -118,6 +118,9 @@ fn main() -> Result<(), Error> {
             other => return Err(format!("unknown argument {other}").into()),
         }
     }
+    if trips == 0 || rounds == 0 || threads == 0 {
+        return Err("--trips, --rounds and --threads must be at least 1".into());
+    }
     let runtime = if threads == 1 {
         tokio::runtime::Builder::new_current_thread()
     } else {

@@ -48,7 +48,7 @@ impl InnerAddr {
     /// The address as a zeromq endpoint, for the socket to bind or connect to: `ipc://`, then
     /// the NUL byte that makes the name abstract.
     pub fn endpoint(&self) -> String {
-        format!("ipc://\0{}", self.name)
+        format!("ipc://{}", self.path())
     }
 
     /// The path tokio's Unix sockets read as this abstract name.

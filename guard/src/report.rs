@@ -185,8 +185,8 @@ impl Throttle {
 /// A peer's address in the logs, or what stood in for it.
 struct Peer(Option<SocketAddr>);
 
-impl std::fmt::Display for Peer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl fmt::Display for Peer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.0 {
             Some(addr) => addr.fmt(f),
             None => f.write_str("our socket"),
